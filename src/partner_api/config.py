@@ -1,0 +1,106 @@
+"""Configuration, read once from the environment when the app is created."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from limits import parse
+from limits.strategies import STRATEGIES
+
+STORAGE_ERROR_POLICIES = ("memory", "open", "closed")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the service refuses to start."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: Any) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    return value
+
+
+def _database_url(env: Mapping[str, str], instance_path: str) -> str:
+    url = env.get("DATABASE_URL", "").strip()
+    if not url:
+        return f"sqlite:///{Path(instance_path) / 'partner_api.sqlite3'}"
+
+    # Hosted providers hand out postgres:// URLs; SQLAlchemy wants a driver name.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+
+    return url
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Wait for a concurrent writer instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 15}}
+
+    # Fail fast when PostgreSQL stalls: a 503 beats a worker killed by gunicorn.
+    return {
+        "pool_pre_ping": True,
+        "pool_size": 5,
+        "pool_timeout": 5,
+        "connect_args": {
+            "connect_timeout": 3,
+            "options": "-c statement_timeout=10000",
+        },
+    }
+
+
+def from_env(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
+    """Build the Flask config mapping from environment variables."""
+    database_url = _database_url(env, instance_path)
+    rate_limit = env.get("RATE_LIMIT", "").strip() or "100 per 15 minutes"
+    try:
+        parse(rate_limit)
+    except ValueError:
+        raise ConfigError(
+            f"RATE_LIMIT is not a rate limit such as '100 per 15 minutes': "
+            f"{rate_limit!r}"
+        ) from None
+
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url),
+        "REDIS_URL": env.get("REDIS_URL", "").strip() or None,
+        "RATE_LIMIT": rate_limit,
+        "RATE_LIMIT_STRATEGY": _choice(
+            env, "RATE_LIMIT_STRATEGY", "moving-window", sorted(STRATEGIES)
+        ),
+        "RATE_LIMIT_ON_STORAGE_ERROR": _choice(
+            env, "RATE_LIMIT_ON_STORAGE_ERROR", "memory", STORAGE_ERROR_POLICIES
+        ),
+        "TRUSTED_PROXY_HOPS": _int(env, "TRUSTED_PROXY_HOPS", 0),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=1),
+        "KEY_CACHE_SECONDS": _int(env, "KEY_CACHE_SECONDS", 60),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+    }
+
+
+def load(overrides: Mapping[str, str] | None, instance_path: str) -> dict[str, Any]:
+    """Read the environment, with `overrides` taking the place of some variables."""
+    return from_env({**os.environ, **(overrides or {})}, instance_path)

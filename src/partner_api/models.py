@@ -1,0 +1,90 @@
+"""Database models: platform users, the API keys issued to them, referrals."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Optional
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from partner_api.extensions import Model
+
+
+def utcnow() -> datetime:
+    """Naive UTC, stored the same way on SQLite and PostgreSQL."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_id(prefix: str) -> str:
+    """An opaque id that reveals neither counts nor creation order."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class User(Model):
+    """A platform account: a partner's registered user, or a key owner."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(
+        String(40), primary_key=True, default=lambda: new_id("usr")
+    )
+    email: Mapped[str] = mapped_column(String(254))
+    # Lower-cased copy: uniqueness ignores letter case on every database.
+    email_key: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[Optional[str]] = mapped_column(String(255))
+    first_name: Mapped[Optional[str]] = mapped_column(String(100))
+    last_name: Mapped[Optional[str]] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    referral: Mapped[Optional[Referral]] = relationship(
+        back_populates="user", foreign_keys="Referral.user_id"
+    )
+
+
+class ApiKey(Model):
+    """A key issued to an owner. Only a hash of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="default")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_prefix: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[Optional[datetime]]
+    revoked_at: Mapped[Optional[datetime]]
+    last_used_at: Mapped[Optional[datetime]]
+
+    owner: Mapped[User] = relationship()
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            return "expired"
+
+        return "active"
+
+
+class Referral(Model):
+    """Links a user registered through the API to the key owner who referred it."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (
+        UniqueConstraint("referrer_id", "external_id"),
+        # Keyset pagination: newest first within one referrer.
+        Index("ix_referrals_referrer_created", "referrer_id", "created_at", "user_id"),
+    )
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    referrer_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    external_id: Mapped[Optional[str]] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="referral", foreign_keys=[user_id])

@@ -1,0 +1,120 @@
+"""Request and response schemas. Every request body goes through one of these."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+)
+
+EMAIL_MAX = 254
+
+
+def no_control_characters(value: str) -> None:
+    """Reject C0/C1 controls (NUL included) and lone surrogates.
+
+    PostgreSQL refuses NUL and unpaired surrogates while SQLite stores them,
+    so rejecting them here keeps both databases identical for the client.
+    """
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValidationError("Must not contain control characters.")
+
+
+class Text(fields.String):
+    """A string field that rejects control characters and overlong values."""
+
+    def __init__(self, max_length: int, min_length: int | None = None, **kwargs: Any):
+        validators: list[Callable[[str], Any]] = [
+            validate.Length(min=min_length, max=max_length),
+            no_control_characters,
+        ]
+        super().__init__(validate=validators, **kwargs)
+
+
+class Email(Text):
+    """An address, trimmed and checked for syntax only (no DNS), then normalized."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(EMAIL_MAX, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        # The validators (length, control characters) see the trimmed value.
+        for validator in self.validators:
+            validator(text)
+
+        try:
+            normalized: str = validate_email(
+                text, check_deliverability=False
+            ).normalized
+        except EmailNotValidError as error:
+            raise ValidationError(str(error)) from None
+
+        return normalized
+
+
+class UserCreateSchema(Schema):
+    """Body of ``POST /v1/internal/users``."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = Email(required=True)
+    password = Text(128, min_length=8, load_default=None, allow_none=True)
+    first_name = Text(100, data_key="firstName", load_default=None, allow_none=True)
+    last_name = Text(100, data_key="lastName", load_default=None, allow_none=True)
+    external_id = Text(
+        128, min_length=1, data_key="externalId", load_default=None, allow_none=True
+    )
+
+    @pre_load
+    def require_object(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValidationError("The body must be a JSON object.", "_body")
+
+        return data
+
+
+def isoformat(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z, from the naive UTC values in the database."""
+    return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+class Timestamp(fields.Field[datetime]):
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else isoformat(value)
+
+
+class UserSchema(Schema):
+    """A registered user as partners see it."""
+
+    id = fields.String()
+    email = fields.String()
+    first_name = fields.String(data_key="firstName")
+    last_name = fields.String(data_key="lastName")
+    external_id = fields.String(data_key="externalId")
+    referrer_id = fields.String(data_key="referrerId")
+    created_at = Timestamp(data_key="createdAt")
+
+
+class ReferralQuerySchema(Schema):
+    """Query string of ``GET /v1/internal/referrals``."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(
+        load_default=20, validate=validate.Range(min=1, max=100), strict=False
+    )
+    cursor = fields.String(load_default=None)

@@ -1,0 +1,175 @@
+"""Registration and referral queries: the work behind the v1 views."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import contains_eager
+
+from partner_api.auth import Principal
+from partner_api.errors import APIError
+from partner_api.extensions import db
+from partner_api.models import Referral, User, utcnow
+
+USER_ID = re.compile(r"\Ausr_[0-9a-f]{32}\Z")
+
+# Argon2id with the library's defaults (RFC 9106 low-memory profile).
+password_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True, slots=True)
+class ReferredUser:
+    """A user together with its referral, the shape partners see."""
+
+    id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    external_id: str | None
+    referrer_id: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, referral: Referral) -> ReferredUser:
+        user = referral.user
+        return cls(
+            user.id,
+            user.email,
+            user.first_name,
+            user.last_name,
+            referral.external_id,
+            referral.referrer_id,
+            referral.created_at,
+        )
+
+
+def _violated_constraint(error: IntegrityError) -> str:
+    """The constraint's name (PostgreSQL) or its columns (SQLite), never values."""
+    diag = getattr(error.orig, "diag", None)
+    if diag is not None and diag.constraint_name:
+        return str(diag.constraint_name)
+
+    # sqlite3: "UNIQUE constraint failed: users.email_key"
+    return str(error.orig)
+
+
+def _conflict(error: IntegrityError) -> APIError:
+    # Constraint names follow the naming convention in extensions.py.
+    violated = _violated_constraint(error)
+    if "external_id" in violated:
+        return APIError(
+            409,
+            "external_id_taken",
+            "You already registered a user with this externalId.",
+        )
+
+    if "email_key" in violated:
+        return APIError(409, "email_taken", "A user with this email already exists.")
+
+    raise error
+
+
+def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
+    """Create the user and its referral in one transaction."""
+    password = data["password"]
+    now = utcnow()
+    user = User(
+        email=data["email"],
+        email_key=data["email"].lower(),
+        password_hash=password_hasher.hash(password) if password else None,
+        first_name=data["first_name"],
+        last_name=data["last_name"],
+        created_at=now,
+    )
+    referral = Referral(
+        user=user,
+        referrer_id=principal.owner_id,
+        api_key_id=principal.key_id,
+        external_id=data["external_id"],
+        created_at=now,
+    )
+    db.session.add_all([user, referral])
+    try:
+        db.session.commit()
+    except IntegrityError as error:
+        db.session.rollback()
+        raise _conflict(error) from None
+
+    return ReferredUser.of(referral)
+
+
+def _referrals_of(owner_id: str) -> Select[Referral]:
+    return (
+        select(Referral)
+        .join(Referral.user)
+        .where(Referral.referrer_id == owner_id)
+        .options(contains_eager(Referral.user))
+    )
+
+
+def find_referred_user(principal: Principal, user_id: str) -> ReferredUser:
+    """The user, if the caller's owner referred it; 404 in every other case."""
+    referral = None
+    # Anything that cannot be an id is answered without asking the database.
+    if USER_ID.match(user_id):
+        referral = db.session.scalar(
+            _referrals_of(principal.owner_id).where(Referral.user_id == user_id)
+        )
+
+    if referral is None:
+        raise APIError(404, "not_found", "No user with this id among your referrals.")
+
+    return ReferredUser.of(referral)
+
+
+def encode_cursor(item: ReferredUser) -> str:
+    raw = f"{item.created_at.isoformat()}|{item.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position after which the next page starts; 400 if tampered."""
+    invalid = APIError(
+        400,
+        "invalid_cursor",
+        "The cursor is not one this API returned. Start again without it.",
+    )
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+        created, user_id = raw.split("|")
+        created_at = datetime.fromisoformat(created)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise invalid from None
+
+    if created_at.tzinfo is not None or not user_id:
+        raise invalid
+
+    return created_at, user_id
+
+
+def list_referrals(
+    principal: Principal, limit: int, cursor: str | None
+) -> tuple[list[ReferredUser], str | None]:
+    """One page of the owner's referrals, newest first, keyset-paginated."""
+    query = _referrals_of(principal.owner_id)
+    if cursor is not None:
+        created_at, user_id = decode_cursor(cursor)
+        query = query.where(
+            tuple_(Referral.created_at, Referral.user_id) < (created_at, user_id)
+        )
+
+    query = query.order_by(Referral.created_at.desc(), Referral.user_id.desc())
+    rows = db.session.scalars(query.limit(limit + 1)).all()
+    page = [ReferredUser.of(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+
+    return page, next_cursor

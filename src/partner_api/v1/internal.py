@@ -1,0 +1,9 @@
+"""The API root: lets a partner check its key and the version."""
+
+from partner_api.v1 import bp
+
+
+@bp.get("/internal")
+def get_version() -> dict[str, str]:
+    """Check the key and report the API version."""
+    return {"version": "v1"}
