@@ -21,6 +21,9 @@ errorlog = "-"
 # No preload: each worker builds its own app, so database pools and Redis
 # connections are created after the fork and never shared.
 preload_app = False
+# The control socket defaults to one path per user: several instances on one
+# host would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 def on_starting(server: object) -> None:

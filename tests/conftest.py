@@ -70,8 +70,10 @@ def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return url
 
 
-def make_app(database_url: str, redis_url: str | None, **settings: str) -> Flask:
-    """An app on the given services, with a fresh schema and empty Redis keys."""
+def make_app(
+    database_url: str, redis_url: str | None, reset: bool = True, **settings: str
+) -> Flask:
+    """An app on the given services; `reset` empties the tables and Redis keys."""
     app = create_app(
         {
             "DATABASE_URL": database_url,
@@ -81,7 +83,11 @@ def make_app(database_url: str, redis_url: str | None, **settings: str) -> Flask
         }
     )
     app.config["TESTING"] = True
+    _apps.append(app)
     _migrate_once(app, database_url)
+    if not reset:
+        return app
+
     with app.app_context():
         for table in TABLES:
             db.session.execute(db.text(f"DELETE FROM {table}"))
@@ -94,13 +100,22 @@ def make_app(database_url: str, redis_url: str | None, **settings: str) -> Flask
     return app
 
 
+_apps: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_connections() -> Iterator[None]:
+    """Close the pools of every app a test built, so no connection leaks."""
+    yield
+    while _apps:
+        with _apps.pop().app_context():
+            db.engine.dispose()
+
+
 @pytest.fixture
-def app(database_url: str, redis_url: str) -> Iterator[Flask]:
+def app(database_url: str, redis_url: str) -> Flask:
     """The app on one of the two databases, counting limits in Redis."""
-    app = make_app(database_url, redis_url)
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return make_app(database_url, redis_url)
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""The factory, and errors that no view raises on purpose."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from partner_api import apikeys, create_app
+from tests.live import free_port
+from tests.test_users import assert_envelope
+
+
+def test_factory_registers_the_api(app: Flask) -> None:
+    rules = {rule.rule for rule in app.url_map.iter_rules()}
+
+    assert {"/healthz", "/v1/internal", "/v1/internal/users"} <= rules
+    assert app.config["RATE_LIMIT"] == "1000 per minute"
+    assert app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
+
+
+def test_defaults_use_embedded_sqlite() -> None:
+    app = create_app({"DATABASE_URL": "", "REDIS_URL": "", "RATE_LIMIT": ""})
+
+    assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+    assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("partner_api.sqlite3")
+    assert app.config["RATE_LIMIT"] == "100 per 15 minutes"
+    assert app.config["TRUSTED_PROXY_HOPS"] == 0
+
+
+def test_unhandled_error_is_an_envelope_without_traceback(app: Flask) -> None:
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app.config["TESTING"] = False  # as in production: no exception propagation
+    response = app.test_client().get("/boom")
+
+    assert_envelope(response, 500, "internal_error")
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_unreachable_database_is_503(redis_url: str) -> None:
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app({"DATABASE_URL": dead, "REDIS_URL": redis_url})
+    # Only a well-formed key gets as far as the database.
+    key = apikeys.generate().plaintext
+
+    response = app.test_client().get("/v1/internal", headers={"x-api-key": key})
+
+    body = assert_envelope(response, 503, "database_unavailable")
+    assert "psycopg" not in str(body) and "nothing" not in str(body)
+    assert response.headers["Retry-After"]
+
+
+def test_unknown_paths_everywhere_are_json(app: Flask) -> None:
+    client = app.test_client()
+    for path in ("/", "/v2/internal", "/static/x.css", "/healthz/extra"):
+        assert_envelope(client.get(path), 404, "not_found")
+
+    response = client.post("/healthz")
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]

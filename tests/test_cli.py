@@ -1,0 +1,99 @@
+"""The operators' command line: keys create, list, revoke; demo-key."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask
+from flask.testing import FlaskCliRunner
+
+from partner_api import apikeys
+from partner_api.extensions import db
+from partner_api.models import ApiKey, User
+
+
+def test_create_prints_the_key_once_and_stores_its_hash(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    result = runner.invoke(
+        args=["keys", "create", "--owner", "New.Owner@Example.com", "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert apikeys.is_well_formed(created["key"])
+    with app.app_context():
+        row = db.session.get(ApiKey, created["id"])
+        assert row is not None
+        assert row.key_hash == apikeys.hash_key(created["key"])
+        assert created["key"] not in json.dumps(
+            {c.name: str(getattr(row, c.name)) for c in ApiKey.__table__.columns}
+        )
+        owner = db.session.get(User, row.owner_id)
+        assert owner is not None and owner.email == "New.Owner@example.com"
+
+
+def test_create_reuses_an_existing_owner(app: Flask, runner: FlaskCliRunner) -> None:
+    for name in ("one", "two"):
+        result = runner.invoke(
+            args=["keys", "create", "--owner", "same@example.com", "--name", name]
+        )
+        assert result.exit_code == 0, result.output
+
+    with app.app_context():
+        owners = db.session.scalars(db.select(User)).all()
+        assert len(owners) == 1
+        assert sorted(k.name for k in db.session.scalars(db.select(ApiKey))) == [
+            "one",
+            "two",
+        ]
+
+
+def test_list_shows_status_and_no_secret(runner: FlaskCliRunner) -> None:
+    created = json.loads(
+        runner.invoke(
+            args=["keys", "create", "--owner", "a@example.com", "--json"]
+        ).output
+    )
+    runner.invoke(args=["keys", "revoke", created["id"]])
+    other = json.loads(
+        runner.invoke(
+            args=["keys", "create", "--owner", "b@example.com", "--json"]
+        ).output
+    )
+
+    listing = runner.invoke(args=["keys", "list", "--json"])
+    filtered = runner.invoke(
+        args=["keys", "list", "--owner", "B@example.com", "--json"]
+    )
+    text = runner.invoke(args=["keys", "list"])
+
+    rows = {row["id"]: row for row in json.loads(listing.output)}
+    assert rows[created["id"]]["status"] == "revoked"
+    assert rows[other["id"]]["status"] == "active"
+    assert [row["id"] for row in json.loads(filtered.output)] == [other["id"]]
+    for output in (listing.output, text.output):
+        assert created["key"] not in output and other["key"] not in output
+    assert created["id"] in text.output and "revoked" in text.output
+
+
+def test_errors_are_one_line_and_non_zero(runner: FlaskCliRunner) -> None:
+    unknown = runner.invoke(args=["keys", "revoke", "nosuchkey123"])
+    bad_email = runner.invoke(args=["keys", "create", "--owner", "not-an-email"])
+
+    for result in (unknown, bad_email):
+        assert result.exit_code != 0
+        assert len(result.output.strip().splitlines()) == 1
+        assert result.output.startswith("Error: ")
+    assert "nosuchkey123" in unknown.output
+
+
+def test_demo_key_is_created_once(app: Flask, runner: FlaskCliRunner) -> None:
+    first = runner.invoke(args=["demo-key"])
+    second = runner.invoke(args=["demo-key"])
+
+    assert first.exit_code == second.exit_code == 0
+    assert "pak_live_" in first.output
+    assert "pak_live_" not in second.output and "already has key" in second.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ApiKey)) == 1

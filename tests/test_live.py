@@ -1,0 +1,98 @@
+"""The service under gunicorn with several workers: what only real processes show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from flask import Flask
+
+from tests.conftest import new_key
+from tests.live import Server
+
+USERS = "/v1/internal/users"
+
+
+@pytest.fixture
+def server(app: Flask, database_url: str, redis_url: str) -> Iterator[Server]:
+    """Four gunicorn workers on the test database and Redis."""
+    server = Server(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "RATE_LIMIT": "1000 per minute",
+        },
+        workers=4,
+    )
+    yield server
+    server.stop()
+
+
+def test_concurrent_identical_registrations_create_one_user(
+    app: Flask, server: Server
+) -> None:
+    headers = {"x-api-key": new_key(app)["key"]}
+    body = {"email": "race@example.com", "password": "same-password"}
+
+    def register(_: int) -> requests.Response:
+        return requests.post(
+            f"{server.url}{USERS}", json=body, headers=headers, timeout=30
+        )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(register, range(10)))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 9
+    assert all(
+        r.json()["code"] == "email_taken" for r in responses if r.status_code == 409
+    )
+    listing = requests.get(
+        f"{server.url}/v1/internal/referrals", headers=headers, timeout=5
+    ).json()
+    assert [u["email"] for u in listing["data"]] == ["race@example.com"]
+
+
+def test_revocation_is_seen_by_every_worker(app: Flask, server: Server) -> None:
+    key = new_key(app)
+    headers = {"x-api-key": key["key"]}
+    url = f"{server.url}/v1/internal"
+    # Enough requests that every worker has verified and cached the key.
+    with requests.Session() as session:
+        assert all(
+            session.get(url, headers=headers, timeout=5).status_code == 200
+            for _ in range(40)
+        )
+
+    result = app.test_cli_runner().invoke(args=["keys", "revoke", key["id"]])
+
+    assert result.exit_code == 0, result.output
+    statuses = {
+        requests.get(url, headers=headers, timeout=5).status_code for _ in range(40)
+    }
+    assert statuses == {401}
+
+
+def test_limit_is_shared_by_all_workers(
+    app: Flask, database_url: str, redis_url: str
+) -> None:
+    server = Server(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "RATE_LIMIT": "10 per minute",
+        },
+        workers=4,
+    )
+    try:
+        # New connections each time, so the requests spread over the workers.
+        statuses = [
+            requests.get(f"{server.url}/v1/internal", timeout=5).status_code
+            for _ in range(16)
+        ]
+    finally:
+        server.stop()
+
+    assert statuses == [401] * 10 + [429] * 6
