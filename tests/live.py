@@ -24,9 +24,11 @@ def free_port() -> int:
 
 
 class Server:
-    """A gunicorn process serving wsgi:app with the given environment."""
+    """A gunicorn process serving `app` with the given environment."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int = 2, app: str = "wsgi:app"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = ROOT / "instance" / f"gunicorn-{self.port}.log"
@@ -39,7 +41,7 @@ class Server:
         }
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"],
+                [str(GUNICORN), "-c", "gunicorn.conf.py", app],
                 cwd=ROOT,
                 env=full_env,
                 stdout=log,
