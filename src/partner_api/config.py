@@ -41,6 +41,19 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: Any) -> st
     return value
 
 
+def _limit(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if value:
+        try:
+            parse(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name} is not a rate limit such as '100 per 15 minutes': {value!r}"
+            ) from None
+
+    return value
+
+
 def _database_url(env: Mapping[str, str], instance_path: str) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if not url:
@@ -74,20 +87,14 @@ def _engine_options(url: str) -> dict[str, Any]:
 def from_env(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
     """Build the Flask config mapping from environment variables."""
     database_url = _database_url(env, instance_path)
-    rate_limit = env.get("RATE_LIMIT", "").strip() or "100 per 15 minutes"
-    try:
-        parse(rate_limit)
-    except ValueError:
-        raise ConfigError(
-            f"RATE_LIMIT is not a rate limit such as '100 per 15 minutes': "
-            f"{rate_limit!r}"
-        ) from None
+    rate_limit = _limit(env, "RATE_LIMIT", "100 per 15 minutes")
 
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url),
         "REDIS_URL": env.get("REDIS_URL", "").strip() or None,
         "RATE_LIMIT": rate_limit,
+        "RATE_LIMIT_PER_KEY": _limit(env, "RATE_LIMIT_PER_KEY", "") or None,
         "RATE_LIMIT_STRATEGY": _choice(
             env, "RATE_LIMIT_STRATEGY", "moving-window", sorted(STRATEGIES)
         ),

@@ -1,4 +1,4 @@
-"""Per-client-IP rate limiting of everything under ``/v1``.
+"""Rate limiting of everything under ``/v1``: per client IP, optionally per key.
 
 Built on ``limits``, the engine under flask-limiter, called from one
 ``before_request`` hook rather than through flask-limiter's decorators. Two
@@ -29,13 +29,16 @@ log = logging.getLogger("partner_api")
 # Short enough that a dead or black-holed Redis never holds a worker for long.
 REDIS_TIMEOUT_SECONDS = 0.25
 RETRY_PRIMARY_SECONDS = 2.0
-KEY_PREFIX = "partner_api:rl"
+# Bump the version when the layout of counters changes, so that a new release
+# never reads a counter that an older one wrote.
+KEY_PREFIX = "partner_api:rl:v1"
 
 
 @dataclass(frozen=True, slots=True)
 class LimitState:
-    """What the client is told about its budget after this request."""
+    """What the client is told about one budget after this request."""
 
+    policy: str
     limit: int
     remaining: int
     reset: float
@@ -49,11 +52,21 @@ def is_limited_path(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/")
 
 
+def describe(item: RateLimitItem) -> str:
+    """'100 per 15 minutes', as an operator would write it."""
+    unit = item.GRANULARITY.name
+    if item.multiples != 1:
+        return f"{item.amount} per {item.multiples} {unit}s"
+
+    return f"{item.amount} per {unit}"
+
+
 class RateLimiter:
-    """Counts requests per client IP in shared storage, with a stated fallback."""
+    """Counts requests in shared storage, with a stated fallback when it fails."""
 
     def __init__(self) -> None:
-        self.item: RateLimitItem | None = None
+        self.ip_item: RateLimitItem | None = None
+        self.key_item: RateLimitItem | None = None
         self.storage: Storage | None = None
         self.shared = False
         self._primary: Strategy | None = None
@@ -63,13 +76,16 @@ class RateLimiter:
 
     def init_app(self, app: Flask) -> None:
         config = app.config
-        self.item = parse(config["RATE_LIMIT"])
+        self.ip_item = parse(config["RATE_LIMIT"])
+        per_key = config["RATE_LIMIT_PER_KEY"]
+        self.key_item = parse(per_key) if per_key else None
         strategy = STRATEGIES[config["RATE_LIMIT_STRATEGY"]]
         self._policy = config["RATE_LIMIT_ON_STORAGE_ERROR"]
         self.storage = self._make_storage(config)
         self.shared = config["REDIS_URL"] is not None
         self._primary = strategy(self.storage)
         self._fallback = strategy(MemoryStorage())
+        self._degraded_until = 0.0
 
         app.before_request(self.check_request)
         app.after_request(self.add_headers)
@@ -85,21 +101,28 @@ class RateLimiter:
             )
             return MemoryStorage()
 
-        # A namespace per strategy: counters of another strategy (another data
-        # type under the same key) can never be read by this one.
-        prefix = f"{KEY_PREFIX}:{config['RATE_LIMIT_STRATEGY']}"
+        timeouts = {
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        }
+        options: dict[str, Any] = dict(timeouts)
+        if "+sentinel://" in url:
+            # Sentinels get no timeouts of their own unless given explicitly.
+            options["sentinel_kwargs"] = timeouts
+
+        # A namespace per strategy: a counter written by another strategy
+        # (another Redis type under the same name) is never read by this one.
         storage = storage_from_string(
             url,
-            key_prefix=prefix,
+            key_prefix=f"{KEY_PREFIX}:{config['RATE_LIMIT_STRATEGY']}",
             wrap_exceptions=True,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            **options,
         )
         return cast(Storage, storage)
 
     @property
     def redis(self) -> Any | None:
-        """The Redis client shared with other features, or None without Redis."""
+        """The Redis client, for other shared state; None without a healthy one."""
         if not self.shared or self.degraded:
             return None
 
@@ -110,32 +133,55 @@ class RateLimiter:
         return time.monotonic() < self._degraded_until
 
     def check_request(self) -> None:
-        """Count this request; raise 429 once the client's budget is spent."""
+        """Count this request against its IP; 429 once the budget is spent."""
         if not is_limited_path(request.path):
             return
 
-        state, allowed = self._hit(request.remote_addr or "unknown")
+        assert self.ip_item is not None
+        client = request.remote_addr or "unknown"
+        state, allowed = self._hit(self.ip_item, "ip", client)
         g.rate_limit = state
         if not allowed:
-            assert state is not None
-            raise APIError(
-                429,
-                "rate_limited",
-                f"Too many requests: the limit is {self._describe()}. "
-                f"Retry in {state.seconds_to_reset()} seconds.",
-                headers={"Retry-After": str(state.seconds_to_reset())},
-            )
+            self._reject(state, "per client IP")
 
-    def _hit(self, client: str) -> tuple[LimitState | None, bool]:
-        assert self.item is not None and self._primary and self._fallback
+    def check_key(self, key_id: str) -> None:
+        """Count this request against its API key too, when a per-key limit is set."""
+        if self.key_item is None:
+            return
+
+        state, allowed = self._hit(self.key_item, "key", key_id)
+        current: LimitState | None = g.get("rate_limit")
+        if state is not None and (
+            current is None or not allowed or state.remaining < current.remaining
+        ):
+            g.rate_limit = state
+
+        if not allowed:
+            self._reject(state, "per API key")
+
+    def _reject(self, state: LimitState | None, scope: str) -> None:
+        assert state is not None
+        retry_after = state.seconds_to_reset()
+        raise APIError(
+            429,
+            "rate_limited",
+            f"Too many requests: the limit is {state.limit} per "
+            f"{state.window} seconds {scope}. Retry in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def _hit(
+        self, item: RateLimitItem, scope: str, identity: str
+    ) -> tuple[LimitState | None, bool]:
+        assert self._primary is not None and self._fallback is not None
         if not self.degraded:
             try:
-                return self._count(self._primary, client)
+                return self._count(self._primary, item, scope, identity)
             except StorageError as error:
                 self._enter_degraded(error)
 
         if self._policy == "memory":
-            return self._count(self._fallback, client)
+            return self._count(self._fallback, item, scope, identity)
 
         if self._policy == "open":
             return None, True
@@ -148,19 +194,18 @@ class RateLimiter:
             headers={"Retry-After": str(math.ceil(RETRY_PRIMARY_SECONDS))},
         )
 
-    def _count(self, strategy: Strategy, client: str) -> tuple[LimitState, bool]:
-        assert self.item is not None
-        allowed = strategy.hit(self.item, "ip", client)
-        reset, remaining = strategy.get_window_stats(self.item, "ip", client)
+    def _count(
+        self, strategy: Strategy, item: RateLimitItem, scope: str, identity: str
+    ) -> tuple[LimitState, bool]:
+        allowed = strategy.hit(item, scope, identity)
+        reset, remaining = strategy.get_window_stats(item, scope, identity)
         if self._degraded_until and strategy is self._primary:
             self._degraded_until = 0.0
-            log.warning("rate-limit storage is reachable again; counts are shared")
+            log.info("rate-limit storage is reachable again; counts are shared")
 
+        policy = "default" if scope == "ip" else scope
         state = LimitState(
-            self.item.amount,
-            max(0, remaining),
-            reset,
-            self.item.get_expiry(),
+            policy, item.amount, max(0, remaining), reset, item.get_expiry()
         )
         return state, allowed
 
@@ -175,37 +220,35 @@ class RateLimiter:
 
         self._degraded_until = time.monotonic() + RETRY_PRIMARY_SECONDS
 
-    def _describe(self) -> str:
-        assert self.item is not None
-        unit = self.item.GRANULARITY.name
-        multiple = self.item.multiples
-        per = f"{multiple} {unit}s" if multiple != 1 else unit
-
-        return f"{self.item.amount} requests per {per} per client"
-
     def add_headers(self, response: Response) -> Response:
         """Tell the client its budget, on every counted response."""
         state: LimitState | None = g.get("rate_limit")
         if state is None:
             return response
 
-        reset_in = state.seconds_to_reset()
+        name = f'"{state.policy}"'
         headers = response.headers
         headers.add("X-RateLimit-Limit", str(state.limit))
         headers.add("X-RateLimit-Remaining", str(state.remaining))
         headers.add("X-RateLimit-Reset", str(math.ceil(state.reset)))
-        headers.add("RateLimit-Policy", f'"default";q={state.limit};w={state.window}')
-        headers.add("RateLimit", f'"default";r={state.remaining};t={reset_in}')
+        headers.add("RateLimit-Policy", f"{name};q={state.limit};w={state.window}")
+        headers.add(
+            "RateLimit", f"{name};r={state.remaining};t={state.seconds_to_reset()}"
+        )
 
         return response
 
-    def state_for(self, client: str) -> LimitState | None:
-        """The current budget of a client, without counting a request."""
-        assert self.item is not None and self._primary and self._fallback
+    def state_for(self, scope: str, identity: str) -> LimitState | None:
+        """The current budget of a client or key, without counting a request."""
+        item = self.ip_item if scope == "ip" else self.key_item
+        if item is None or self._primary is None or self._fallback is None:
+            return None
+
         strategy = self._fallback if self.degraded else self._primary
         try:
-            reset, remaining = strategy.get_window_stats(self.item, "ip", client)
+            reset, remaining = strategy.get_window_stats(item, scope, identity)
         except StorageError:
             return None
 
-        return LimitState(self.item.amount, remaining, reset, self.item.get_expiry())
+        policy = "default" if scope == "ip" else scope
+        return LimitState(policy, item.amount, remaining, reset, item.get_expiry())

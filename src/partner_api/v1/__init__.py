@@ -10,14 +10,16 @@ from marshmallow import Schema
 
 from partner_api.auth import authenticate
 from partner_api.errors import APIError
+from partner_api.extensions import rate_limiter
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
 
 @bp.before_request
 def require_key() -> None:
-    """Every v1 route needs a key; the rate limit was counted earlier, app-wide."""
-    authenticate()
+    """Every v1 route needs a key; the IP limit was counted earlier, app-wide."""
+    principal = authenticate()
+    rate_limiter.check_key(principal.key_id)
 
 
 def load_body(schema: Schema) -> dict[str, Any]:
