@@ -60,3 +60,15 @@ def test_unknown_paths_everywhere_are_json(app: Flask) -> None:
     response = client.post("/healthz")
     assert_envelope(response, 405, "method_not_allowed")
     assert "GET" in response.headers["Allow"]
+
+
+def test_request_id_is_kept_or_generated(app: Flask) -> None:
+    client = app.test_client()
+
+    kept = client.get("/v1/internal", headers={"X-Request-ID": "req-42.abc"})
+    replaced = client.get("/v1/internal", headers={"X-Request-ID": "bad id\u00e9"})
+    generated = client.get("/healthz")
+
+    assert kept.headers["X-Request-ID"] == "req-42.abc"
+    assert replaced.headers["X-Request-ID"] != "bad id\u00e9"
+    assert len(generated.headers["X-Request-ID"]) == 32

@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from partner_api import auth
+from partner_api import auth, requestid
 from partner_api import config as app_config
 from partner_api.errors import register_error_handlers
 from partner_api.extensions import db, migrate, rate_limiter
@@ -60,6 +60,7 @@ def configure_logging(app: Flask) -> None:
 def init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
+    requestid.init_app(app)
     rate_limiter.init_app(app)
     auth.init_app(app)
 
