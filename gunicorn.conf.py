@@ -17,6 +17,9 @@ timeout = int(os.environ.get("WORKER_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 accesslog = "-"
+# The path without its query string: a partner who puts a key in the URL by
+# mistake must not find it in our logs.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 # No preload: each worker builds its own app, so database pools and Redis
 # connections are created after the fork and never shared.

@@ -80,6 +80,7 @@ def register_commands(app: Flask) -> None:
     from partner_api import cli
 
     app.cli.add_command(cli.keys)
+    app.cli.add_command(cli.audit_log)
     app.cli.add_command(cli.demo_key)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -11,13 +12,14 @@ from email_validator import EmailNotValidError, validate_email
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 
-from partner_api import apikeys, create_app
+from partner_api import apikeys, audit, create_app
 from partner_api.auth import announce_key_change
 from partner_api.extensions import db
-from partner_api.models import ApiKey, User, utcnow
+from partner_api.models import ApiKey, AuditEvent, User, utcnow
 from partner_api.schemas import isoformat
 
 DEMO_OWNER = "demo-partner@example.com"
+DURATION = re.compile(r"\A(\d+)([mhd])\Z")
 
 
 @click.group(cls=FlaskGroup, create_app=create_app)
@@ -29,13 +31,16 @@ def _when(value: datetime | None) -> str | None:
     return isoformat(value) if value is not None else None
 
 
-def _owner(email: str) -> User:
-    """The owner account for `email`, created without a password if new."""
+def _normalized(email: str) -> str:
     try:
-        normalized = validate_email(email, check_deliverability=False).normalized
+        return validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError as error:
         raise click.ClickException(f"invalid owner email: {error}") from None
 
+
+def _owner(email: str) -> User:
+    """The owner account for `email`, created without a password if new."""
+    normalized = _normalized(email)
     owner = db.session.scalar(select(User).where(User.email_key == normalized.lower()))
     if owner is None:
         owner = User(email=normalized, email_key=normalized.lower())
@@ -44,17 +49,43 @@ def _owner(email: str) -> User:
     return owner
 
 
-def issue_key(owner: User, name: str) -> tuple[ApiKey, str]:
+def _key(key_id: str) -> ApiKey:
+    row = db.session.get(ApiKey, key_id.strip())
+    if row is None:
+        raise click.ClickException(f"no API key with id {key_id!r}")
+
+    return row
+
+
+def issue_key(
+    owner: User,
+    name: str,
+    expires_at: datetime | None = None,
+    test: bool = False,
+    rolled_from: ApiKey | None = None,
+) -> tuple[ApiKey, str]:
     """Store a new key's hash; return the row and the plaintext, shown once."""
-    issued = apikeys.generate()
+    issued = apikeys.generate(test=test)
     row = ApiKey(
         id=issued.key_id,
         owner=owner,
         name=name,
         key_hash=issued.key_hash,
         display_prefix=issued.display_prefix,
+        test_mode=test,
+        expires_at=expires_at,
+        rolled_from_id=rolled_from.id if rolled_from else None,
     )
     db.session.add(row)
+    db.session.flush()
+    audit.record(
+        "key.rolled" if rolled_from else "key.created",
+        "success",
+        actor=audit.cli_actor(),
+        owner_id=row.owner_id,
+        key_id=row.id,
+        subject_id=rolled_from.id if rolled_from else None,
+    )
     db.session.commit()
 
     return row, issued.plaintext
@@ -67,41 +98,130 @@ def _describe(row: ApiKey) -> dict[str, Any]:
         "ownerId": row.owner_id,
         "name": row.name,
         "prefix": row.display_prefix,
+        "mode": "test" if row.test_mode else "live",
         "status": row.status,
         "createdAt": _when(row.created_at),
+        "expiresAt": _when(row.expires_at),
+        "revokedAt": _when(row.revoked_at),
         "lastUsedAt": _when(row.last_used_at),
     }
 
 
+def _line(row: dict[str, Any]) -> str:
+    expires = row["expiresAt"] or "never"
+    return (
+        f"{row['id']}  {row['status']:<8} {row['mode']:<4}  {row['owner']}  "
+        f"{row['name']!r}  created {row['createdAt']}  expires {expires}  "
+        f"last used {row['lastUsedAt'] or 'never'}"
+    )
+
+
+def _announce(key_id: str, change: str) -> None:
+    if not announce_key_change():
+        raise click.ClickException(
+            f"key {key_id} is {change} in the database, but Redis could not be "
+            "told: workers may accept it until their key cache expires "
+            "(KEY_CACHE_SECONDS)"
+        )
+
+
+def _print_new_key(row: ApiKey, plaintext: str, as_json: bool, verb: str) -> None:
+    if as_json:
+        click.echo(json.dumps({**_describe(row), "key": plaintext}))
+        return
+
+    click.echo(f"{verb} key {row.id} for {row.owner.email}.")
+    click.echo("Store it now; only its hash is kept:")
+    click.echo(plaintext)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
 @click.group(cls=AppGroup)
 def keys() -> None:
-    """Issue, list and revoke partner API keys."""
+    """Issue, roll, list and revoke partner API keys."""
 
 
 @keys.command("create")
 @click.option("--owner", required=True, help="Email of the owning platform account.")
 @click.option("--name", default="default", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def create_key(owner: str, name: str, as_json: bool) -> None:
+@click.option(
+    "--expires-in", type=click.IntRange(min=1), help="Days until the key expires."
+)
+@click.option("--test", is_flag=True, help="Issue a pak_test_ key.")
+@json_option
+def create_key(
+    owner: str, name: str, expires_in: int | None, test: bool, as_json: bool
+) -> None:
     """Issue a key; the plaintext is printed now and never again."""
-    row, plaintext = issue_key(_owner(owner), name)
-    if as_json:
-        click.echo(json.dumps({**_describe(row), "key": plaintext}))
-        return
+    expires_at = utcnow() + timedelta(days=expires_in) if expires_in else None
+    row, plaintext = issue_key(_owner(owner), name, expires_at, test)
+    _print_new_key(row, plaintext, as_json, "Created")
 
-    click.echo(f"Created key {row.id} for {row.owner.email}.")
-    click.echo("Store it now; only its hash is kept:")
-    click.echo(plaintext)
+
+@keys.command("roll")
+@click.argument("key_id")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Hours the old key keeps working (0: it stops now).",
+)
+@json_option
+def roll_key(key_id: str, grace: float, as_json: bool) -> None:
+    """Replace a key: same owner, name and settings; the old one ends after --grace."""
+    old = _key(key_id)
+    if old.status in ("revoked", "expired"):
+        raise click.ClickException(f"key {old.id} is {old.status}; create a new one")
+
+    now = utcnow()
+    lifetime = old.expires_at - old.created_at if old.expires_at else None
+    ends = now + timedelta(hours=grace)
+    old.expires_at = min(ends, old.expires_at) if old.expires_at else ends
+    new, plaintext = issue_key(
+        old.owner,
+        old.name,
+        now + lifetime if lifetime else None,
+        old.test_mode,
+        rolled_from=old,
+    )
+    _announce(old.id, "rolled")
+    _print_new_key(new, plaintext, as_json, f"Rolled {old.id} into")
+    if not as_json:
+        click.echo(f"The old key {old.id} stops working at {_when(old.expires_at)}.")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@json_option
+def revoke_key(key_id: str, as_json: bool) -> None:
+    """Revoke a key; every worker refuses it from the next request on."""
+    row = _key(key_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        audit.record(
+            "key.revoked",
+            "success",
+            actor=audit.cli_actor(),
+            owner_id=row.owner_id,
+            key_id=row.id,
+        )
+        db.session.commit()
+
+    _announce(row.id, "revoked")
+    click.echo(json.dumps(_describe(row)) if as_json else f"Revoked key {row.id}.")
 
 
 @keys.command("list")
 @click.option("--owner", help="Only keys of this owner email.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@json_option
 def list_keys(owner: str | None, as_json: bool) -> None:
     """List keys with their status; never a secret."""
     query = select(ApiKey).join(ApiKey.owner).order_by(ApiKey.created_at)
     if owner:
-        query = query.where(User.email_key == owner.strip().lower())
+        query = query.where(User.email_key == _normalized(owner).lower())
 
     rows = [_describe(row) for row in db.session.scalars(query)]
     if as_json:
@@ -109,31 +229,89 @@ def list_keys(owner: str | None, as_json: bool) -> None:
         return
 
     for row in rows:
-        click.echo(
-            f"{row['id']}  {row['status']:<8} {row['owner']}  {row['name']}  "
-            f"created {row['createdAt']}  last used {row['lastUsedAt'] or 'never'}"
-        )
+        click.echo(_line(row))
 
 
-@keys.command("revoke")
+@keys.command("show")
 @click.argument("key_id")
-def revoke_key(key_id: str) -> None:
-    """Revoke a key; every worker refuses it from the next request on."""
-    row = db.session.get(ApiKey, key_id)
-    if row is None:
-        raise click.ClickException(f"no API key with id {key_id!r}")
+@json_option
+def show_key(key_id: str, as_json: bool) -> None:
+    """One key's status, dates and owner; never its secret."""
+    row = _describe(_key(key_id))
+    click.echo(json.dumps(row) if as_json else _line(row))
 
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        db.session.commit()
 
-    if not announce_key_change():
-        raise click.ClickException(
-            f"key {key_id} is revoked in the database, but Redis could not be told: "
-            "workers may accept it until their key cache expires (KEY_CACHE_SECONDS)"
+def _since(value: str) -> datetime:
+    """An ISO 8601 time, or a span back from now such as 30m, 24h or 7d."""
+    span = DURATION.match(value.strip())
+    if span:
+        amount, unit = int(span.group(1)), span.group(2)
+        minutes = {"m": 1, "h": 60, "d": 24 * 60}[unit] * amount
+        return utcnow() - timedelta(minutes=minutes)
+
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter("use ISO 8601 or a span like 30m, 24h, 7d") from None
+
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+
+    return parsed
+
+
+@click.command("audit")
+@click.option("--owner", help="Only records of this owner email.")
+@click.option("--key", "key_id", help="Only records of this key id.")
+@click.option("--since", help="ISO 8601 time, or a span such as 24h or 7d.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=200, show_default=True)
+@json_option
+@with_appcontext
+def audit_log(
+    owner: str | None,
+    key_id: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Show audit records, newest first."""
+    query = select(AuditEvent).order_by(AuditEvent.occurred_at.desc()).limit(limit)
+    if owner:
+        email_key = _normalized(owner).lower()
+        owner_id = db.session.scalar(select(User.id).where(User.email_key == email_key))
+        query = query.where(AuditEvent.owner_id == owner_id)
+
+    if key_id:
+        query = query.where(AuditEvent.key_id == key_id.strip())
+
+    if since:
+        query = query.where(AuditEvent.occurred_at >= _since(since))
+
+    events = [
+        {
+            "id": event.id,
+            "occurredAt": _when(event.occurred_at),
+            "action": event.action,
+            "outcome": event.outcome,
+            "actor": event.actor,
+            "ownerId": event.owner_id,
+            "keyId": event.key_id,
+            "subjectId": event.subject_id,
+            "clientIp": event.client_ip,
+            "requestId": event.request_id,
+        }
+        for event in db.session.scalars(query)
+    ]
+    if as_json:
+        click.echo(json.dumps(events))
+        return
+
+    for event in events:
+        click.echo(
+            f"{event['occurredAt']}  {event['action']:<16} {event['outcome']:<18} "
+            f"{event['actor']}  key={event['keyId']}  subject={event['subjectId']}  "
+            f"ip={event['clientIp']}  request={event['requestId']}"
         )
-
-    click.echo(f"Revoked key {key_id}.")
 
 
 @click.command("demo-key")
@@ -144,7 +322,7 @@ def demo_key() -> None:
     active = [
         row
         for row in db.session.scalars(select(ApiKey).where(ApiKey.owner == owner))
-        if row.status == "active"
+        if row.status in ("active", "expiring")
     ]
     if active:
         click.echo(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Optional
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from partner_api.extensions import Model
@@ -53,22 +53,62 @@ class ApiKey(Model):
     name: Mapped[str] = mapped_column(String(100), default="default")
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     display_prefix: Mapped[str] = mapped_column(String(40))
+    test_mode: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[Optional[datetime]]
     revoked_at: Mapped[Optional[datetime]]
     last_used_at: Mapped[Optional[datetime]]
+    # Set once, by whichever request first meets the key expired: the expiry
+    # is audited exactly once even when several workers see it together.
+    expiry_recorded_at: Mapped[Optional[datetime]]
+    rolled_from_id: Mapped[Optional[str]] = mapped_column(String(40))
 
     owner: Mapped[User] = relationship()
 
     @property
     def status(self) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
+        return key_status(self.revoked_at, self.expires_at)
 
-        if self.expires_at is not None and self.expires_at <= utcnow():
-            return "expired"
 
+EXPIRING_WITHIN = timedelta(days=7)
+
+
+def key_status(revoked_at: datetime | None, expires_at: datetime | None) -> str:
+    """active, expiring (within a week), expired or revoked."""
+    if revoked_at is not None:
+        return "revoked"
+
+    if expires_at is None:
         return "active"
+
+    now = utcnow()
+    if expires_at <= now:
+        return "expired"
+
+    return "expiring" if expires_at - now <= EXPIRING_WITHIN else "active"
+
+
+class AuditEvent(Model):
+    """Who did what to which key or user; never a secret."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_owner_occurred", "owner_id", "occurred_at"),
+        Index("ix_audit_events_key_occurred", "key_id", "occurred_at"),
+    )
+
+    id: Mapped[str] = mapped_column(
+        String(40), primary_key=True, default=lambda: new_id("evt")
+    )
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(100))
+    owner_id: Mapped[Optional[str]] = mapped_column(String(40))
+    key_id: Mapped[Optional[str]] = mapped_column(String(40))
+    subject_id: Mapped[Optional[str]] = mapped_column(String(40))
+    client_ip: Mapped[Optional[str]] = mapped_column(String(64))
+    request_id: Mapped[Optional[str]] = mapped_column(String(128))
 
 
 class Referral(Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -106,6 +107,28 @@ class UserSchema(Schema):
     external_id = fields.String(data_key="externalId")
     referrer_id = fields.String(data_key="referrerId")
     created_at = Timestamp(data_key="createdAt")
+
+
+class RateLimitSchema(Schema):
+    limit = fields.Integer()
+    remaining = fields.Integer()
+    reset = fields.Method("reset_epoch")
+
+    def reset_epoch(self, state: Any) -> int:
+        return math.ceil(float(state.reset))
+
+
+class ApiKeySchema(Schema):
+    """The calling key as its partner sees it: never the secret or its hash."""
+
+    id = fields.String(attribute="key_id")
+    name = fields.String()
+    prefix = fields.String(attribute="display_prefix")
+    owner_id = fields.String(data_key="ownerId")
+    created_at = Timestamp(data_key="createdAt")
+    expires_at = Timestamp(data_key="expiresAt")
+    status = fields.String()
+    rate_limit = fields.Nested(RateLimitSchema, data_key="rateLimit", allow_none=True)
 
 
 class ReferralQuerySchema(Schema):

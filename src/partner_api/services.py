@@ -14,10 +14,11 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 
+from partner_api import audit
 from partner_api.auth import Principal
 from partner_api.errors import APIError
 from partner_api.extensions import db
-from partner_api.models import Referral, User, utcnow
+from partner_api.models import Referral, User, new_id, utcnow
 
 USER_ID = re.compile(r"\Ausr_[0-9a-f]{32}\Z")
 
@@ -82,6 +83,7 @@ def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
     password = data["password"]
     now = utcnow()
     user = User(
+        id=new_id("usr"),
         email=data["email"],
         email_key=data["email"].lower(),
         password_hash=password_hasher.hash(password) if password else None,
@@ -97,13 +99,30 @@ def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
         created_at=now,
     )
     db.session.add_all([user, referral])
+    _audit_registration(principal, "created", user.id)
     try:
         db.session.commit()
     except IntegrityError as error:
         db.session.rollback()
-        raise _conflict(error) from None
+        conflict = _conflict(error)
+        _audit_registration(principal, conflict.code, None)
+        db.session.commit()
+        raise conflict from None
 
     return ReferredUser.of(referral)
+
+
+def _audit_registration(
+    principal: Principal, outcome: str, user_id: str | None
+) -> None:
+    audit.record(
+        "user.registered",
+        outcome,
+        actor=f"key:{principal.key_id}",
+        owner_id=principal.owner_id,
+        key_id=principal.key_id,
+        subject_id=user_id,
+    )
 
 
 def _referrals_of(owner_id: str) -> Select[Referral]:

@@ -49,4 +49,4 @@ def load_body(schema: Schema) -> dict[str, Any]:
     return loaded
 
 
-from partner_api.v1 import internal, referrals, users  # noqa: E402, F401
+from partner_api.v1 import internal, keys, referrals, users  # noqa: E402, F401
