@@ -37,29 +37,46 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
-def measure(server: Server, headers: dict[str, str], requests_count: int) -> float:
-    """Server CPU seconds per request over `requests_count` requests."""
+def run(server: Server, headers: dict[str, str], count: int, threads: int) -> None:
+    """`count` authenticated GETs from `threads` clients; every one must be 200."""
     url = f"{server.url}/v1/internal"
 
-    def run(count: int) -> None:
+    def client(requests_count: int) -> None:
         with requests.Session() as session:
-            for _ in range(count):
+            for _ in range(requests_count):
                 response = session.get(url, headers=headers, timeout=10)
                 assert response.status_code == 200, response.text
 
-    run(200)  # warm up: imports, pools, key cache
-    pids = [server.process.pid, *server.worker_pids()]
-    before = cpu_seconds(pids)
-    threads = 4
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, [requests_count // threads] * threads))
+        list(pool.map(client, [count // threads] * threads))
 
-    return (cpu_seconds(pids) - before) / requests_count
+
+def measure(
+    servers: dict[str, Server], headers: dict[str, str], total: int, rounds: int
+) -> dict[str, float]:
+    """Server CPU seconds per request, alternating rounds between the servers.
+
+    Alternating spreads any background load on the machine evenly over both.
+    """
+    pids = {name: [s.process.pid, *s.worker_pids()] for name, s in servers.items()}
+    spent = dict.fromkeys(servers, 0.0)
+    per_round = total // rounds
+    for server in servers.values():
+        run(server, headers, 200, 2)  # warm up: imports, pools, key cache
+
+    for _ in range(rounds):
+        for name, server in servers.items():
+            before = cpu_seconds(pids[name])
+            run(server, headers, per_round, 4)
+            spent[name] += cpu_seconds(pids[name]) - before
+
+    return {name: seconds / (per_round * rounds) for name, seconds in spent.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
@@ -76,12 +93,14 @@ def main() -> None:
         "RATE_LIMIT": "1000000 per 15 minutes",
     }
 
-    results = {}
-    for name, wsgi in (("hello", "bench.hello_app:app"), ("api", "wsgi:app")):
-        server = Server(env, workers=args.workers, app=wsgi)
-        try:
-            results[name] = measure(server, {"x-api-key": key}, args.requests)
-        finally:
+    servers = {
+        "hello": Server(env, workers=args.workers, app="bench.hello_app:app"),
+        "api": Server(env, workers=args.workers, app="wsgi:app"),
+    }
+    try:
+        results = measure(servers, {"x-api-key": key}, args.requests, args.rounds)
+    finally:
+        for server in servers.values():
             server.stop()
 
     for name, seconds in results.items():
