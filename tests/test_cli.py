@@ -10,6 +10,8 @@ from flask.testing import FlaskCliRunner
 from partner_api import apikeys
 from partner_api.extensions import db
 from partner_api.models import ApiKey, User
+from tests.conftest import make_app, new_key
+from tests.live import free_port
 
 
 def test_create_prints_the_key_once_and_stores_its_hash(
@@ -97,3 +99,21 @@ def test_demo_key_is_created_once(app: Flask, runner: FlaskCliRunner) -> None:
     assert "pak_live_" not in second.output and "already has key" in second.output
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(ApiKey)) == 1
+
+
+def test_revoke_says_so_when_redis_cannot_be_told(
+    database_url: str, app: Flask
+) -> None:
+    key = new_key(app)
+    cut_off = make_app(
+        database_url, None, reset=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}"
+    )
+
+    result = cut_off.test_cli_runner().invoke(args=["keys", "revoke", key["id"]])
+
+    assert result.exit_code != 0
+    assert "revoked in the database" in result.output
+    assert "Traceback" not in result.output
+    with cut_off.app_context():
+        row = db.session.get(ApiKey, key["id"])
+        assert row is not None and row.revoked_at is not None

@@ -127,8 +127,8 @@ def announce_key_change() -> bool:
 
     try:
         client.incr(GENERATION_KEY)
-    except RedisError:
-        log.exception("cannot announce a key change through Redis")
+    except RedisError as error:
+        log.warning("cannot announce a key change through Redis: %s", error)
         return False
 
     return True
