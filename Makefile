@@ -22,7 +22,7 @@ dev: $(INSTALLED)
 
 ## test: lint, type-check and run every test against real services
 test: $(INSTALLED) lint
-	$(BIN)/pytest
+	$(BIN)/pytest --cov=partner_api --cov-branch --cov-report=term:skip-covered
 
 ## run: production serving with gunicorn (needs DATABASE_URL and REDIS_URL)
 run: $(INSTALLED)
