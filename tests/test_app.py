@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
 
 from partner_api import apikeys, create_app
+from partner_api.extensions import db
 from tests.live import free_port
 from tests.test_users import assert_envelope
 
@@ -60,6 +62,24 @@ def test_unknown_paths_everywhere_are_json(app: Flask) -> None:
     response = client.post("/healthz")
     assert_envelope(response, 405, "method_not_allowed")
     assert "GET" in response.headers["Allow"]
+    assert_envelope(client.options("/v1/internal"), 405, "method_not_allowed")
+    # Doubled slashes are not merged into a redirect with an HTML body.
+    assert_envelope(client.get("/v1//internal"), 404, "not_found")
+
+
+def test_database_errors_never_carry_statement_parameters(app: Flask) -> None:
+    with app.app_context():
+        try:
+            db.session.execute(
+                db.text("SELECT CAST(:value AS TEXT), 1 / 0"),
+                {"value": "secret-parameter"},
+            )
+        except DBAPIError as error:
+            assert "division by zero" in str(error)
+            assert "secret-parameter" not in str(error)
+        else:
+            # SQLite divides by zero into NULL rather than failing.
+            assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["hide_parameters"]
 
 
 def test_request_id_is_kept_or_generated(app: Flask) -> None:

@@ -120,6 +120,42 @@ def test_roll_keeps_the_lifetime_and_mode(runner: FlaskCliRunner) -> None:
     assert rolled["expiresAt"] > created["expiresAt"]
 
 
+def test_a_key_is_rolled_once(
+    app: Flask, runner: FlaskCliRunner, api_key: dict[str, Any]
+) -> None:
+    rolled = cli_json(runner, "keys", "roll", api_key["id"])
+
+    again = runner.invoke(args=["keys", "roll", api_key["id"]])
+    audited = cli_json(runner, "audit", "--key", api_key["id"])
+
+    assert again.exit_code != 0 and rolled["id"] in again.output
+    assert ("key.rolled", rolled["id"]) in {(e["action"], e["keyId"]) for e in audited}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "create", "--owner", "a@example.com", "--name", "n" * 101],
+        ["keys", "create", "--owner", "a@example.com", "--name", "  "],
+        ["keys", "create", "--owner", "a@example.com", "--expires-in", "1000000000"],
+        ["keys", "roll", "{key}", "--grace", "inf"],
+        ["keys", "roll", "{key}", "--grace", "nan"],
+        ["keys", "roll", "{key}", "--grace", "1e12"],
+        ["audit", "--since", "99999999999d"],
+        ["audit", "--since", "yesterday"],
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    runner: FlaskCliRunner, api_key: dict[str, Any], args: list[str]
+) -> None:
+    result = runner.invoke(args=[a.format(key=api_key["id"]) for a in args])
+
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    # Click's usage errors exit through SystemExit; anything else escaped.
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_revoked_or_unknown_keys_cannot_be_rolled(
     runner: FlaskCliRunner, api_key: dict[str, Any]
 ) -> None:
@@ -224,7 +260,8 @@ def test_every_change_and_registration_is_audited_without_secrets(
     assert registered["requestId"] == "req-audit-1"
     assert registered["clientIp"] == "127.0.0.1"
     assert registered["actor"] == f"key:{created['id']}"
-    assert {e["keyId"] for e in by_key} == {created["id"]}
+    assert all(created["id"] in (e["keyId"], e["subjectId"]) for e in by_key)
+    assert ("key.rolled", rolled["id"]) in {(e["action"], e["keyId"]) for e in by_key}
     assert len(recent) == len(events) and future == []
     everything = json.dumps(events)
     for secret in (created["key"], rolled["key"], "hunter2-hunter2"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -96,3 +97,53 @@ def test_limit_is_shared_by_all_workers(
         server.stop()
 
     assert statuses == [401] * 10 + [429] * 6
+
+
+def test_chunked_bodies_are_held_to_the_same_maximum(
+    app: Flask, server: Server
+) -> None:
+    headers = {"x-api-key": new_key(app)["key"], "Content-Type": "application/json"}
+    url = f"{server.url}{USERS}"
+
+    def chunked(body: bytes) -> Iterator[bytes]:
+        # A generator makes requests send Transfer-Encoding: chunked.
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    small = json.dumps({"email": "chunked@example.com"}).encode()
+    # A valid object of exactly the limit, then a tail that must not be cut off.
+    exact = b'{"email": "cut@example.com", "lastName": "'
+    exact += b"x" * (64 * 1024 - len(exact) - 2) + b'"}'
+    tail = exact + b', "role": "admin"'
+
+    accepted = requests.post(url, data=chunked(small), headers=headers, timeout=10)
+    too_large = requests.post(url, data=chunked(tail), headers=headers, timeout=10)
+
+    assert accepted.status_code == 201
+    assert too_large.status_code == 413
+    assert too_large.json()["code"] == "payload_too_large"
+
+
+def test_an_untrusted_forwarded_value_of_any_length_is_no_500(
+    app: Flask, database_url: str, redis_url: str
+) -> None:
+    headers = {"x-api-key": new_key(app)["key"], "X-Forwarded-For": "x" * 300}
+    server = Server(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "TRUSTED_PROXY_HOPS": "1",
+        },
+        workers=1,
+    )
+    try:
+        response = requests.post(
+            f"{server.url}{USERS}",
+            json={"email": "forwarded@example.com"},
+            headers=headers,
+            timeout=10,
+        )
+    finally:
+        server.stop()
+
+    assert response.status_code == 201

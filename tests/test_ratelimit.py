@@ -169,6 +169,10 @@ def test_unreachable_redis_follows_the_policy(
     ("name", "value"),
     [
         ("RATE_LIMIT", "lots"),
+        ("RATE_LIMIT", "0 per minute"),
+        ("RATE_LIMIT", "100 per 0 minutes"),
+        ("RATE_LIMIT", "5 per second; 100 per 15 minutes"),
+        ("RATE_LIMIT_PER_KEY", "many per hour"),
         ("RATE_LIMIT_STRATEGY", "leaky-bucket"),
         ("RATE_LIMIT_ON_STORAGE_ERROR", "maybe"),
         ("TRUSTED_PROXY_HOPS", "-1"),

@@ -195,6 +195,33 @@ def test_redis_stopped_mid_run_then_restarted(
     assert after == [200] * 10 + [429] * 2
 
 
+def test_revocation_holds_after_redis_restarts_empty(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A restarted Redis must not repeat a generation a worker still holds."""
+    private = RedisServer(cluster_ports(1, start=23000)[0], tmp_path)
+    try:
+        worker = make_app(database_url, None, REDIS_URL=private.url)
+        operator = make_app(database_url, None, reset=False, REDIS_URL=private.url)
+        victim, other = new_key(worker), new_key(worker, "other@example.com")
+        runner = operator.test_cli_runner()
+        assert runner.invoke(args=["keys", "revoke", other["id"]]).exit_code == 0
+        client = worker.test_client()
+        headers = {"x-api-key": victim["key"]}
+        assert client.get(URL_PATH, headers=headers).status_code == 200
+
+        private.stop()
+        private.start()  # empty, as after a crash without persistence
+        revoked = runner.invoke(args=["keys", "revoke", victim["id"]])
+        time.sleep(2.2)  # let the worker retry Redis after its failed read
+        statuses = [client.get(URL_PATH, headers=headers).status_code for _ in range(3)]
+    finally:
+        private.stop()
+
+    assert revoked.exit_code == 0, revoked.output
+    assert statuses == [401] * 3
+
+
 def test_black_holed_redis_answers_within_a_second(
     database_url: str, redis_url: str
 ) -> None:

@@ -144,6 +144,8 @@ def test_invalid_bodies_are_rejected_per_field(
 @pytest.mark.parametrize(
     ("data", "code"),
     [
+        ('{"email": "a@example.com", "email": "b@example.com"}', "malformed_json"),
+        ('\ufeff{"email": "a@example.com"}', "malformed_json"),
         ("", "empty_body"),
         ("   ", "empty_body"),
         ("{", "malformed_json"),
@@ -165,6 +167,28 @@ def test_bodies_that_are_not_a_json_object(
     )
 
     assert_envelope(response, 400, code)
+
+
+def test_a_lone_surrogate_as_a_field_name_is_a_400(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    data = '{"email": "s@example.com", "\\ud800": 1}'
+
+    response = client.post(
+        USERS, headers=auth, data=data, content_type="application/json"
+    )
+
+    assert_envelope(response, 400, "validation_failed")
+
+
+def test_utf16_is_malformed(client: FlaskClient, auth: dict[str, str]) -> None:
+    data = '{"email": "a@example.com"}'.encode("utf-16")
+
+    response = client.post(
+        USERS, headers=auth, data=data, content_type="application/json"
+    )
+
+    assert_envelope(response, 400, "malformed_json")
 
 
 def test_invalid_utf8_is_malformed(client: FlaskClient, auth: dict[str, str]) -> None:

@@ -37,7 +37,8 @@ def configure(app: Flask, settings: Mapping[str, str] | None) -> None:
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(app_config.load(settings, app.instance_path))
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    # "/v1//internal" is a 404 in the envelope, not a redirect with HTML.
+    app.url_map.merge_slashes = False
 
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops:

@@ -39,7 +39,8 @@ def record(
         subject_id=subject_id,
     )
     if has_request_context():
-        event.client_ip = request.remote_addr
+        # A proxy may pass along whatever a client wrote; keep the column's size.
+        event.client_ip = (request.remote_addr or "")[:64] or None
         event.request_id = g.get("request_id")
 
     db.session.add(event)

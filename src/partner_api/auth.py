@@ -1,8 +1,8 @@
 """API key authentication, with a per-process cache that never outlives a revoke.
 
 Steady state costs no SQL: a key seen recently is served from memory. Every
-revoke or roll bumps a generation counter in Redis; each request reads it and
-drops the whole cache when it moved, so a revoked key fails on the next
+revoke or roll writes a new generation token to Redis; each request reads it
+and drops the whole cache when it changed, so a revoked key fails on the next
 request on every worker. Without a reachable Redis there is no safe way to
 hear about revokes, so every request looks the key up in the database instead.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -125,8 +126,10 @@ def announce_key_change() -> bool:
     if client is None:
         return not rate_limiter.shared
 
+    # A fresh random token rather than a counter: a Redis that restarted empty
+    # and counted up again could repeat a value a worker still holds.
     try:
-        client.incr(GENERATION_KEY)
+        client.set(GENERATION_KEY, uuid.uuid4().hex)
     except RedisError as error:
         log.warning("cannot announce a key change through Redis: %s", error)
         return False

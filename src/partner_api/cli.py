@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import click
 from email_validator import EmailNotValidError, validate_email
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from partner_api import apikeys, audit, create_app
 from partner_api.auth import announce_key_change
@@ -138,6 +139,21 @@ def _print_new_key(row: ApiKey, plaintext: str, as_json: bool, verb: str) -> Non
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def _name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    name = value.strip()
+    if not 1 <= len(name) <= 100 or not name.isprintable():
+        raise click.BadParameter("must be 1 to 100 printable characters")
+
+    return name
+
+
+def _hours(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a number of hours")
+
+    return value
+
+
 @click.group(cls=AppGroup)
 def keys() -> None:
     """Issue, roll, list and revoke partner API keys."""
@@ -145,9 +161,11 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--owner", required=True, help="Email of the owning platform account.")
-@click.option("--name", default="default", show_default=True)
+@click.option("--name", default="default", show_default=True, callback=_name)
 @click.option(
-    "--expires-in", type=click.IntRange(min=1), help="Days until the key expires."
+    "--expires-in",
+    type=click.IntRange(min=1, max=3650),
+    help="Days until the key expires (at most ten years).",
 )
 @click.option("--test", is_flag=True, help="Issue a pak_test_ key.")
 @json_option
@@ -164,9 +182,10 @@ def create_key(
 @click.argument("key_id")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=24 * 366),
     default=24.0,
     show_default=True,
+    callback=_hours,
     help="Hours the old key keeps working (0: it stops now).",
 )
 @json_option
@@ -175,6 +194,15 @@ def roll_key(key_id: str, grace: float, as_json: bool) -> None:
     old = _key(key_id)
     if old.status in ("revoked", "expired"):
         raise click.ClickException(f"key {old.id} is {old.status}; create a new one")
+
+    successor = db.session.scalar(
+        select(ApiKey.id).where(ApiKey.rolled_from_id == old.id)
+    )
+    if successor is not None:
+        # Its expiry is already the grace period's end, not its real lifetime.
+        raise click.ClickException(
+            f"key {old.id} was already rolled into {successor}; roll that one"
+        )
 
     now = utcnow()
     lifetime = old.expires_at - old.created_at if old.expires_at else None
@@ -247,7 +275,10 @@ def _since(value: str) -> datetime:
     if span:
         amount, unit = int(span.group(1)), span.group(2)
         minutes = {"m": 1, "h": 60, "d": 24 * 60}[unit] * amount
-        return utcnow() - timedelta(minutes=minutes)
+        try:
+            return utcnow() - timedelta(minutes=minutes)
+        except OverflowError:
+            raise click.BadParameter("that span reaches before year 1") from None
 
     try:
         parsed = datetime.fromisoformat(value.strip())
@@ -282,7 +313,11 @@ def audit_log(
         query = query.where(AuditEvent.owner_id == owner_id)
 
     if key_id:
-        query = query.where(AuditEvent.key_id == key_id.strip())
+        # A roll is recorded under the new key, with the old one as subject.
+        key_id = key_id.strip()
+        query = query.where(
+            or_(AuditEvent.key_id == key_id, AuditEvent.subject_id == key_id)
+        )
 
     if since:
         query = query.where(AuditEvent.occurred_at >= _since(since))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from limits import parse
+from limits import parse_many
 from limits.strategies import STRATEGIES
 
 STORAGE_ERROR_POLICIES = ("memory", "open", "closed")
+# "per 0 minutes" parses as one minute in limits; refuse a zero multiple.
+MULTIPLE = re.compile(r"(?:per|/)\s*(?:[1-9]\d*\s*)?[a-z]+\s*\Z", re.IGNORECASE)
 
 
 class ConfigError(RuntimeError):
@@ -43,13 +46,19 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: Any) -> st
 
 def _limit(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
-    if value:
-        try:
-            parse(value)
-        except ValueError:
-            raise ConfigError(
-                f"{name} is not a rate limit such as '100 per 15 minutes': {value!r}"
-            ) from None
+    if not value:
+        return value
+
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+
+    # One limit, of at least one request, over a window of at least one unit.
+    if len(items) != 1 or items[0].amount < 1 or not MULTIPLE.search(value):
+        raise ConfigError(
+            f"{name} must be one rate limit such as '100 per 15 minutes', got {value!r}"
+        )
 
     return value
 
@@ -68,12 +77,15 @@ def _database_url(env: Mapping[str, str], instance_path: str) -> str:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    # Statement parameters hold emails, names and password hashes: keep them
+    # out of exception messages, and so out of every log.
     if url.startswith("sqlite"):
         # Wait for a concurrent writer instead of failing with "database is locked".
-        return {"connect_args": {"timeout": 15}}
+        return {"hide_parameters": True, "connect_args": {"timeout": 15}}
 
     # Fail fast when PostgreSQL stalls: a 503 beats a worker killed by gunicorn.
     return {
+        "hide_parameters": True,
         "pool_pre_ping": True,
         "pool_size": 5,
         "pool_timeout": 5,
@@ -105,6 +117,8 @@ def from_env(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_BODY_BYTES", 64 * 1024, minimum=1),
         "KEY_CACHE_SECONDS": _int(env, "KEY_CACHE_SECONDS", 60),
         "LOG_LEVEL": env.get("LOG_LEVEL", "").strip().upper() or "INFO",
+        # OPTIONS gets the 405 envelope like any other unsupported method.
+        "PROVIDE_AUTOMATIC_OPTIONS": False,
     }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
 from marshmallow import Schema
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from partner_api.auth import authenticate
 from partner_api.errors import APIError
@@ -22,6 +23,46 @@ def require_key() -> None:
     rate_limiter.check_key(principal.key_id)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys repeat is ambiguous: refuse it."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+
+    return result
+
+
+def read_body() -> bytes:
+    """The whole body, or a 413 once it passes MAX_CONTENT_LENGTH.
+
+    Werkzeug checks a declared Content-Length, but a chunked body has none and
+    its limited stream stops silently at the limit: the tail would be cut off
+    and the truncated prefix parsed. Reading one byte past the limit from the
+    server's own stream tells the two cases apart.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+
+    if "wsgi.input_terminated" not in request.environ:
+        return b""  # no length and no chunking: there is no body
+
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(limit + 1 - size)
+        if not chunk:
+            break
+
+        chunks.append(chunk)
+        size += len(chunk)
+
+    if size > limit:
+        raise RequestEntityTooLarge()
+
+    return b"".join(chunks)
+
+
 def load_body(schema: Schema) -> dict[str, Any]:
     """Parse and validate a JSON object body, or raise a 4xx envelope."""
     if request.mimetype != "application/json":
@@ -31,14 +72,15 @@ def load_body(schema: Schema) -> dict[str, Any]:
             "Send the body as JSON with Content-Type: application/json.",
         )
 
-    raw = request.get_data(cache=False)
+    raw = read_body()
     if not raw.strip():
         raise APIError(400, "empty_body", "The request body is empty.")
 
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError):
-        # ValueError covers bad UTF-8 and oversized integers too.
+        # ValueError covers bad UTF-8, a BOM, duplicate keys and oversized
+        # integers too.
         raise APIError(400, "malformed_json", "The body is not valid JSON.") from None
 
     if not isinstance(data, dict):
