@@ -1,4 +1,4 @@
-"""The ``partner-api`` command: Flask's CLI for this app, plus key management."""
+"""The ``partner-api`` command: Flask's CLI for this app, plus operators' tasks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 
-from partner_api import apikeys, create_app
+from partner_api import apikeys, create_app, idempotency
 from partner_api.auth import announce_key_change
 from partner_api.extensions import db
 from partner_api.models import ApiKey, User, utcnow
@@ -22,7 +22,7 @@ DEMO_OWNER = "demo-partner@example.com"
 
 @click.group(cls=FlaskGroup, create_app=create_app)
 def main() -> None:
-    """Partner API: serve, migrate (`db upgrade`) and manage API keys."""
+    """Partner API: serve, migrate (`db upgrade`), manage API keys, housekeeping."""
 
 
 def _when(value: datetime | None) -> str | None:
@@ -156,3 +156,15 @@ def demo_key() -> None:
 
     _, plaintext = issue_key(owner, "demo")
     click.echo(f"Demo API key for {DEMO_OWNER} (shown once):\n\n    {plaintext}\n")
+
+
+@click.group(cls=AppGroup)
+def idempotency_keys() -> None:
+    """Housekeeping of the Idempotency-Key records."""
+
+
+@idempotency_keys.command("purge")
+def purge_idempotency_keys() -> None:
+    """Delete expired Idempotency-Key records; run it hourly from cron."""
+    deleted = idempotency.purge()
+    click.echo(f"Deleted {deleted} expired idempotency keys.")

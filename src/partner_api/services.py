@@ -78,7 +78,10 @@ def _conflict(error: IntegrityError) -> APIError:
 
 
 def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
-    """Create the user and its referral in one transaction."""
+    """Add the user and its referral; the caller commits them in one transaction.
+
+    Conflicts surface here, at flush time, as a 409 with the session rolled back.
+    """
     password = data["password"]
     now = utcnow()
     user = User(
@@ -98,7 +101,7 @@ def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
     )
     db.session.add_all([user, referral])
     try:
-        db.session.commit()
+        db.session.flush()
     except IntegrityError as error:
         db.session.rollback()
         raise _conflict(error) from None
