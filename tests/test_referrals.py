@@ -79,6 +79,8 @@ def test_empty_listing(client: FlaskClient, auth: dict[str, str]) -> None:
         {"cursor": "bm90fGE"},
         {"cursor": "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHx1c3Jf"},
         {"cursor": "%%%"},
+        # A well-formed position whose id this API never issues.
+        {"cursor": "MjAyNi0wMS0wMVQwMDowMDowMHx1c3JfAA"},
         {"offset": "10"},
     ],
 )

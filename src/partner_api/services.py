@@ -153,7 +153,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (ValueError, UnicodeError, binascii.Error):
         raise invalid from None
 
-    if created_at.tzinfo is not None or not user_id:
+    # Only our own ids reach the query: PostgreSQL would fail on a NUL.
+    if created_at.tzinfo is not None or not USER_ID.match(user_id):
         raise invalid
 
     return created_at, user_id
