@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 
-from partner_api import apikeys, create_app, idempotency
+from partner_api import apikeys, create_app, idempotency, seed
 from partner_api.auth import announce_key_change
 from partner_api.extensions import db
 from partner_api.models import ApiKey, User, utcnow
@@ -168,3 +169,36 @@ def purge_idempotency_keys() -> None:
     """Delete expired Idempotency-Key records; run it hourly from cron."""
     deleted = idempotency.purge()
     click.echo(f"Deleted {deleted} expired idempotency keys.")
+
+
+@click.group(cls=AppGroup)
+def dev() -> None:
+    """Development helpers; never run them against production."""
+
+
+@dev.command("seed-referrals")
+@click.option("--owner", required=True, help="Email of the referring owner.")
+@click.option(
+    "--users", "count", type=click.IntRange(min=1), default=1000, show_default=True
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=365,
+    show_default=True,
+    help="Spread the users' creation times over this many past days.",
+)
+def seed_referrals(owner: str, count: int, days: int) -> None:
+    """Bulk-create synthetic users referred by OWNER (no passwords, fast)."""
+    row = _owner(owner)
+    key = db.session.scalar(
+        select(ApiKey).where(ApiKey.owner == row).order_by(ApiKey.created_at)
+    )
+    if key is None:
+        # Referrals name the key they came through; its secret is not needed.
+        key, _ = issue_key(row, "seed")
+
+    started = time.monotonic()
+    seed.seed_referrals(row.id, key.id, count, days)
+    elapsed = time.monotonic() - started
+    click.echo(f"Seeded {count} referrals of {row.email} in {elapsed:.1f} s.")
