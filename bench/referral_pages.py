@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -70,34 +71,22 @@ def last_page_cursor(app: Any, owner_id: str, limit: int) -> str:
     return services.encode_cursor(created_at, user_id)
 
 
-def query_ms(
-    app: Any, owner_id: str, args: argparse.Namespace, oldest: str
-) -> tuple[float, float]:
-    """Median milliseconds of the first and the last page's query alone."""
-    with app.app_context():
-        first = services.referrals_page_query(owner_id, args.limit)
-        last = services.referrals_page_query(owner_id, args.limit, cursor=oldest)
-        timings: dict[str, list[float]] = {"first": [], "last": []}
-        for _ in range(args.repeat):
-            for name, query in (("first", first), ("last", last)):
-                started = time.perf_counter()
-                db.session.execute(query).all()
-                timings[name].append(time.perf_counter() - started)
+def median_ms(cases: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median milliseconds per case, the cases taking turns in a shuffled order.
 
-    return (
-        statistics.median(timings["first"]) * 1000,
-        statistics.median(timings["last"]) * 1000,
-    )
-
-
-def median_ms(request: Callable[[], Any], repeat: int) -> float:
-    timings = []
+    Turns spread whatever else the machine does evenly over the cases, and
+    the shuffle keeps any case from always following the same neighbour.
+    """
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    order = list(cases)
     for _ in range(repeat):
-        started = time.perf_counter()
-        request()
-        timings.append(time.perf_counter() - started)
+        random.shuffle(order)
+        for name in order:
+            started = time.perf_counter()
+            cases[name]()
+            timings[name].append(time.perf_counter() - started)
 
-    return statistics.median(timings) * 1000
+    return {name: statistics.median(values) * 1000 for name, values in timings.items()}
 
 
 def main() -> None:
@@ -143,25 +132,33 @@ def main() -> None:
         for _ in range(20):
             request()
 
-    # Interleaved rounds, so that drift on a shared machine hits every case.
-    rounds = 10
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, request in cases.items():
-            samples[name].append(median_ms(request, args.repeat // rounds))
-
-    results = {name: statistics.median(values) for name, values in samples.items()}
+    results = median_ms(cases, args.repeat)
     for name, milliseconds in results.items():
         print(f"{name:>24}: {milliseconds:6.2f} ms median per request")
 
     ratio = results["last page"] / results["first page"]
     print(f"{'ratio':>24}: {ratio:6.2f} (last / first; target within 1.2)")
+
     # The request's fixed costs (auth, JSON) could hide a slow query: time the
-    # query alone too.
-    first_sql, last_sql = query_ms(app, key["owner_id"], args, oldest)
-    print(f"{'first page, SQL only':>24}: {first_sql:6.3f} ms median")
-    print(f"{'last page, SQL only':>24}: {last_sql:6.3f} ms median")
-    print(f"{'ratio':>24}: {last_sql / first_sql:6.2f} (SQL only)")
+    # queries alone too.
+    first_query = services.referrals_page_query(key["owner_id"], args.limit)
+    last_query = services.referrals_page_query(
+        key["owner_id"], args.limit, cursor=oldest
+    )
+    with app.app_context():
+        sql = median_ms(
+            {
+                "first page, SQL only": lambda: db.session.execute(first_query).all(),
+                "last page, SQL only": lambda: db.session.execute(last_query).all(),
+            },
+            args.repeat,
+        )
+
+    for name, milliseconds in sql.items():
+        print(f"{name:>24}: {milliseconds:6.3f} ms median")
+
+    ratio = sql["last page, SQL only"] / sql["first page, SQL only"]
+    print(f"{'ratio':>24}: {ratio:6.2f} (SQL only)")
 
 
 if __name__ == "__main__":
