@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: dev test run lint format bench clean
+.PHONY: dev test run lint format bench bench-referrals clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ format: $(INSTALLED)
 ## bench: server CPU per request against a bare Flask hello
 bench: $(INSTALLED)
 	$(BIN)/python bench/request_cpu.py
+
+## bench-referrals: first vs last page among 1,000,000 users (PostgreSQL, ~1 min)
+bench-referrals: $(INSTALLED)
+	$(BIN)/python bench/referral_pages.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache

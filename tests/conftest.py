@@ -16,7 +16,7 @@ from partner_api.extensions import db
 from partner_api.models import User
 from tests import services
 
-TABLES = ("audit_events", "referrals", "api_keys", "users")
+TABLES = ("idempotency_keys", "audit_events", "referrals", "api_keys", "users")
 
 
 @pytest.fixture(scope="session")

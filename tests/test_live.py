@@ -56,6 +56,38 @@ def test_concurrent_identical_registrations_create_one_user(
     assert [u["email"] for u in listing["data"]] == ["race@example.com"]
 
 
+def test_concurrent_retries_with_one_idempotency_key_create_one_user(
+    app: Flask, server: Server
+) -> None:
+    headers = {"x-api-key": new_key(app)["key"], "Idempotency-Key": "retry-1"}
+    body = {"email": "race@example.com", "password": "same-password"}
+
+    def register(_: int) -> requests.Response:
+        return requests.post(
+            f"{server.url}{USERS}", json=body, headers=headers, timeout=30
+        )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(register, range(10)))
+
+    later = register(0)
+
+    replays = [r for r in responses if "Idempotent-Replayed" in r.headers]
+    [created] = [r for r in responses if r.status_code == 201 and r not in replays]
+    # The rest were told to retry, or arrived late enough to get the replay.
+    told_to_retry = [r for r in responses if r not in replays and r is not created]
+    assert len(told_to_retry) + len(replays) == 9
+    assert all(r.json()["code"] == "idempotency_key_in_use" for r in told_to_retry)
+    for replay in [*replays, later]:
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.status_code == 201 and replay.content == created.content
+        assert replay.headers["Location"] == created.headers["Location"]
+    listing = requests.get(
+        f"{server.url}/v1/internal/referrals", headers=headers, timeout=5
+    ).json()
+    assert [u["email"] for u in listing["data"]] == ["race@example.com"]
+
+
 def test_revocation_is_seen_by_every_worker(app: Flask, server: Server) -> None:
     key = new_key(app)
     headers = {"x-api-key": key["key"]}

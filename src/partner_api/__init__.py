@@ -83,6 +83,8 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(cli.keys)
     app.cli.add_command(cli.audit_log)
     app.cli.add_command(cli.demo_key)
+    app.cli.add_command(cli.idempotency_keys, name="idempotency")
+    app.cli.add_command(cli.dev)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,10 +1,11 @@
-"""The ``partner-api`` command: Flask's CLI for this app, plus key management."""
+"""The ``partner-api`` command: Flask's CLI for this app, plus operators' tasks."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import or_, select
 
-from partner_api import apikeys, audit, create_app
+from partner_api import apikeys, audit, create_app, idempotency, seed
 from partner_api.auth import announce_key_change
 from partner_api.extensions import db
 from partner_api.models import ApiKey, AuditEvent, User, utcnow
@@ -25,7 +26,7 @@ DURATION = re.compile(r"\A(\d+)([mhd])\Z")
 
 @click.group(cls=FlaskGroup, create_app=create_app)
 def main() -> None:
-    """Partner API: serve, migrate (`db upgrade`) and manage API keys."""
+    """Partner API: serve, migrate (`db upgrade`), manage API keys, housekeeping."""
 
 
 def _when(value: datetime | None) -> str | None:
@@ -369,3 +370,48 @@ def demo_key() -> None:
 
     _, plaintext = issue_key(owner, "demo")
     click.echo(f"Demo API key for {DEMO_OWNER} (shown once):\n\n    {plaintext}\n")
+
+
+@click.group(cls=AppGroup)
+def idempotency_keys() -> None:
+    """Housekeeping of the Idempotency-Key records."""
+
+
+@idempotency_keys.command("purge")
+def purge_idempotency_keys() -> None:
+    """Delete expired Idempotency-Key records; run it hourly from cron."""
+    deleted = idempotency.purge()
+    click.echo(f"Deleted {deleted} expired idempotency keys.")
+
+
+@click.group(cls=AppGroup)
+def dev() -> None:
+    """Development helpers; never run them against production."""
+
+
+@dev.command("seed-referrals")
+@click.option("--owner", required=True, help="Email of the referring owner.")
+@click.option(
+    "--users", "count", type=click.IntRange(min=1), default=1000, show_default=True
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=365,
+    show_default=True,
+    help="Spread the users' creation times over this many past days.",
+)
+def seed_referrals(owner: str, count: int, days: int) -> None:
+    """Bulk-create synthetic users referred by OWNER (no passwords, fast)."""
+    row = _owner(owner)
+    key = db.session.scalar(
+        select(ApiKey).where(ApiKey.owner == row).order_by(ApiKey.created_at)
+    )
+    if key is None:
+        # Referrals name the key they came through; its secret is not needed.
+        key, _ = issue_key(row, "seed")
+
+    started = time.monotonic()
+    seed.seed_referrals(row.id, key.id, count, days)
+    elapsed = time.monotonic() - started
+    click.echo(f"Seeded {count} referrals of {row.email} in {elapsed:.1f} s.")

@@ -1,4 +1,5 @@
-"""Database models: platform users, the API keys issued to them, referrals."""
+"""Database models: platform users, the API keys issued to them, referrals,
+and the idempotency keys that make registrations safe to retry."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Optional
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, false
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from partner_api.extensions import Model
@@ -128,3 +137,33 @@ class Referral(Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="referral", foreign_keys=[user_id])
+
+
+class IdempotencyKey(Model):
+    """A client's Idempotency-Key: held while its request runs, then its answer.
+
+    Only a fingerprint of the request is kept, never the body (it may carry a
+    password); the stored response never holds one.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        CheckConstraint("status IN ('in_progress', 'done')", name="status"),
+        CheckConstraint(
+            "status = 'in_progress' OR response_status IS NOT NULL", name="response"
+        ),
+    )
+
+    # The primary key is the uniqueness that decides which of several
+    # concurrent requests with one key runs: the first INSERT wins.
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[Optional[int]]
+    response_body: Mapped[Optional[str]] = mapped_column(Text)
+    response_location: Mapped[Optional[str]] = mapped_column(String(255))
+    # When this claim was taken; a takeover rewrites it, so it also tells
+    # the holder whether the claim is still its own.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -131,8 +131,20 @@ class ApiKeySchema(Schema):
     rate_limit = fields.Nested(RateLimitSchema, data_key="rateLimit", allow_none=True)
 
 
+class Instant(fields.AwareDateTime):
+    """An ISO 8601 time with a zone or Z, as naive UTC like the database holds."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        aware = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return aware.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            # 9999-12-31T23:00:00-05:00 is valid ISO 8601 but past datetime.max.
+            raise ValidationError("Not a time this API can represent.") from None
+
+
 class ReferralQuerySchema(Schema):
-    """Query string of ``GET /v1/internal/referrals``."""
+    """Query string of ``GET /v1/internal/referrals``: page, cursor, filters."""
 
     class Meta:
         unknown = RAISE
@@ -141,3 +153,14 @@ class ReferralQuerySchema(Schema):
         load_default=20, validate=validate.Range(min=1, max=100), strict=False
     )
     cursor = fields.String(load_default=None)
+    created_after = Instant(data_key="createdAfter", load_default=None)
+    created_before = Instant(data_key="createdBefore", load_default=None)
+    external_id = Text(128, min_length=1, data_key="externalId", load_default=None)
+    email = Email(load_default=None)
+
+
+class ReferralSummarySchema(Schema):
+    """Body of ``GET /v1/internal/referrals/summary``."""
+
+    total = fields.Integer()
+    last_30_days = fields.Integer(data_key="last30Days")

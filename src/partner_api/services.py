@@ -6,11 +6,11 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 
@@ -79,7 +79,10 @@ def _conflict(error: IntegrityError) -> APIError:
 
 
 def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
-    """Create the user and its referral in one transaction."""
+    """Add the user and its referral; the caller commits them in one transaction.
+
+    Conflicts surface here, at flush time, as a 409 with the session rolled back.
+    """
     password = data["password"]
     now = utcnow()
     user = User(
@@ -101,7 +104,7 @@ def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
     db.session.add_all([user, referral])
     _audit_registration(principal, "created", user.id)
     try:
-        db.session.commit()
+        db.session.flush()
     except IntegrityError as error:
         db.session.rollback()
         conflict = _conflict(error)
@@ -149,8 +152,9 @@ def find_referred_user(principal: Principal, user_id: str) -> ReferredUser:
     return ReferredUser.of(referral)
 
 
-def encode_cursor(item: ReferredUser) -> str:
-    raw = f"{item.created_at.isoformat()}|{item.id}".encode()
+def encode_cursor(created_at: datetime, user_id: str) -> str:
+    """The opaque position of a referral in its owner's newest-first listing."""
+    raw = f"{created_at.isoformat()}|{user_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -169,26 +173,89 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (ValueError, UnicodeError, binascii.Error):
         raise invalid from None
 
-    if created_at.tzinfo is not None or not user_id:
+    # Only what encode_cursor writes is accepted (no week dates, no zones), and
+    # only our own ids reach the query: PostgreSQL would fail on a NUL.
+    if created_at.isoformat() != created or not USER_ID.match(user_id):
         raise invalid
 
     return created_at, user_id
 
 
-def list_referrals(
-    principal: Principal, limit: int, cursor: str | None
-) -> tuple[list[ReferredUser], str | None]:
-    """One page of the owner's referrals, newest first, keyset-paginated."""
-    query = _referrals_of(principal.owner_id)
-    if cursor is not None:
-        created_at, user_id = decode_cursor(cursor)
-        query = query.where(
-            tuple_(Referral.created_at, Referral.user_id) < (created_at, user_id)
-        )
+def referrals_page_query(
+    owner_id: str,
+    limit: int,
+    cursor: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    external_id: str | None = None,
+    email: str | None = None,
+) -> Select[Referral]:
+    """The query for one page, and one row more to tell whether another follows.
 
-    query = query.order_by(Referral.created_at.desc(), Referral.user_id.desc())
-    rows = db.session.scalars(query.limit(limit + 1)).all()
+    Every condition narrows the owner's rows, so no filter or cursor can
+    reach another owner's referrals. Times are naive UTC, like the columns.
+    """
+    query = _referrals_of(owner_id)
+    position = decode_cursor(cursor) if cursor is not None else None
+    # The cursor and createdBefore are both upper bounds in the listing's
+    # order, and either implies the other when it is the tighter. Only that
+    # one is sent: SQLite seeks the index with a single upper bound.
+    if created_before is not None and (
+        position is None or created_before <= position[0]
+    ):
+        query = query.where(Referral.created_at < created_before)
+    elif position is not None:
+        query = query.where(tuple_(Referral.created_at, Referral.user_id) < position)
+
+    if created_after is not None:
+        query = query.where(Referral.created_at >= created_after)
+
+    if external_id is not None:
+        query = query.where(Referral.external_id == external_id)
+
+    if email is not None:
+        query = query.where(User.email_key == email.lower())
+
+    # The same order as ix_referrals_referrer_created, read backwards: a page
+    # costs `limit` index entries however deep it is.
+    return query.order_by(Referral.created_at.desc(), Referral.user_id.desc()).limit(
+        limit + 1
+    )
+
+
+def list_referrals(
+    principal: Principal, limit: int, **filters: Any
+) -> tuple[list[ReferredUser], str | None]:
+    """One page of the owner's referrals, newest first, keyset-paginated.
+
+    `filters` are the keyword arguments of :func:`referrals_page_query`.
+    """
+    query = referrals_page_query(principal.owner_id, limit, **filters)
+    rows = db.session.scalars(query).all()
     page = [ReferredUser.of(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id)
 
     return page, next_cursor
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralSummary:
+    """How many users an owner referred, in all and lately."""
+
+    total: int
+    last_30_days: int
+
+
+def summarize_referrals(principal: Principal) -> ReferralSummary:
+    """Both counts in one pass over the owner's part of the referrer index."""
+    since = utcnow() - timedelta(days=30)
+    total, recent = db.session.execute(
+        select(
+            func.count(),
+            func.count().filter(Referral.created_at >= since),
+        ).where(Referral.referrer_id == principal.owner_id)
+    ).one()
+
+    return ReferralSummary(total, recent)

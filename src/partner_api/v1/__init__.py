@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, g, make_response, request
+from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from partner_api import idempotency
 from partner_api.auth import authenticate
-from partner_api.errors import APIError
-from partner_api.extensions import rate_limiter
+from partner_api.errors import APIError, handle_api_error
+from partner_api.extensions import db, rate_limiter
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -63,8 +67,12 @@ def read_body() -> bytes:
     return b"".join(chunks)
 
 
-def load_body(schema: Schema) -> dict[str, Any]:
-    """Parse and validate a JSON object body, or raise a 4xx envelope."""
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, parsed once; a 4xx envelope if it is not one."""
+    if "json_body" in g:
+        parsed: dict[str, Any] = g.json_body
+        return parsed
+
     if request.mimetype != "application/json":
         raise APIError(
             415,
@@ -86,9 +94,61 @@ def load_body(schema: Schema) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise APIError(400, "invalid_body", "The body must be a JSON object.")
 
-    loaded: dict[str, Any] = schema.load(data)
+    g.json_body = data
+
+    return data
+
+
+def load_body(schema: Schema) -> dict[str, Any]:
+    """Parse and validate a JSON object body, or raise a 4xx envelope."""
+    loaded: dict[str, Any] = schema.load(json_body())
 
     return loaded
+
+
+def _answer(view: Callable[..., ResponseReturnValue], **kwargs: Any) -> Response:
+    """The view's response; a conflict is a final answer too, kept like a success."""
+    try:
+        return make_response(view(**kwargs))
+    except APIError as error:
+        if error.status != 409:
+            raise
+
+        return handle_api_error(error)
+
+
+def idempotent(view: Callable[..., ResponseReturnValue]) -> Callable[..., Response]:
+    """Let clients retry the view safely by sending an ``Idempotency-Key``.
+
+    The view leaves its writes uncommitted: they are committed here, with the
+    stored response when a key was sent. A 400 or an unexpected error stores
+    nothing and frees the key for a corrected retry.
+    """
+
+    @functools.wraps(view)
+    def wrapper(**kwargs: Any) -> Response:
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+        if key is None:
+            response = make_response(view(**kwargs))
+            db.session.commit()
+            return response
+
+        digest = idempotency.fingerprint(request.method, request.path, json_body())
+        claim = idempotency.claim(g.principal.owner_id, key, digest)
+        if isinstance(claim, Response):
+            return claim
+
+        try:
+            response = _answer(view, **kwargs)
+        except BaseException:
+            idempotency.release(claim)
+            raise
+
+        idempotency.complete(claim, response)
+
+        return response
+
+    return wrapper
 
 
 from partner_api.v1 import internal, keys, referrals, users  # noqa: E402, F401

@@ -8,15 +8,16 @@ from flask import g, url_for
 
 from partner_api import services
 from partner_api.schemas import UserCreateSchema, UserSchema
-from partner_api.v1 import bp, load_body
+from partner_api.v1 import bp, idempotent, load_body
 
 create_schema = UserCreateSchema()
 user_schema = UserSchema()
 
 
 @bp.post("/internal/users")
+@idempotent
 def create_user() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Register a user as a referral of the key's owner."""
+    """Register a user as a referral of the key's owner; safe to retry with a key."""
     data = load_body(create_schema)
     user = services.register_user(g.principal, data)
     location = url_for("v1.get_user", user_id=user.id)
