@@ -17,6 +17,7 @@ import csv
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,14 @@ def post(
     session: requests.Session, url: str, payload: dict[str, str], bar: tqdm
 ) -> requests.Response:
     """POST one user, retrying on 429, 503 and network errors."""
+    # One Idempotency-Key for every attempt at this row: if a POST timed out
+    # after the user was created, the retry replays that 201 instead of a 409.
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
     rate_limited = failures = 0
     while True:
         try:
-            response = session.post(url, json=payload, timeout=TIMEOUT)
+            response = session.post(url, json=payload, headers=headers, timeout=TIMEOUT)
         except requests.RequestException as exc:
-            # A timed-out POST may still have created the user; a retry then
-            # answers 409, which is counted as "already registered".
             if failures == len(BACKOFF):
                 raise Fatal(f"server unreachable at {url}: {exc}") from exc
             time.sleep(BACKOFF[failures])
@@ -95,7 +97,9 @@ def post(
             time.sleep(wait)
             bar.set_postfix_str("")
             continue
-        if response.status_code == 503 and failures < len(BACKOFF):
+        # 409 idempotency_key_in_use: the first attempt is still running.
+        in_use = response.status_code == 409 and "Retry-After" in response.headers
+        if (response.status_code == 503 or in_use) and failures < len(BACKOFF):
             time.sleep(BACKOFF[failures])
             failures += 1
             continue
