@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,9 +44,14 @@ def _migrate_once(app: Flask, url: str) -> None:
     if url in _migrated:
         return
 
+    # Alembic's env.py configures logging from alembic.ini, replacing the
+    # root handlers through which pytest captures log records.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     with app.app_context():
         flask_migrate.upgrade()
 
+    root.handlers[:], root.level = handlers, level
     _migrated.add(url)
 
 

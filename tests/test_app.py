@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
@@ -92,3 +93,30 @@ def test_request_id_is_kept_or_generated(app: Flask) -> None:
     assert kept.headers["X-Request-ID"] == "req-42.abc"
     assert replaced.headers["X-Request-ID"] != "bad id\u00e9"
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v1/internal", 200),
+        ("GET", "/v1/internal", 401),
+        ("POST", "/v1/internal/users", 400),
+        ("GET", "/v1/nowhere", 404),
+        ("GET", "/healthz", 200),
+        ("PUT", "/healthz", 405),
+    ],
+)
+def test_security_headers_on_every_response(
+    app: Flask, auth: dict[str, str], method: str, path: str, status: int
+) -> None:
+    headers = auth if status != 401 else {}
+    response = app.test_client().open(path, method=method, headers=headers, json=[])
+
+    assert response.status_code == status
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"

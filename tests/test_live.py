@@ -179,3 +179,39 @@ def test_an_untrusted_forwarded_value_of_any_length_is_no_500(
         server.stop()
 
     assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "code"),
+    [
+        ({"path": "/v1/internal?q=" + "x" * 5000}, 414, "uri_too_long"),
+        (
+            {"headers": {f"X-Filler-{n}": "x" for n in range(120)}},
+            431,
+            "request_header_fields_too_large",
+        ),
+        (
+            {"headers": {"X-Big": "x" * 9000}},
+            431,
+            "request_header_fields_too_large",
+        ),
+    ],
+)
+def test_requests_gunicorn_refuses_still_get_the_envelope(
+    server: Server, send: dict[str, object], status: int, code: str
+) -> None:
+    path = str(send.get("path", "/v1/internal"))
+    headers = send.get("headers", {})
+
+    response = requests.get(f"{server.url}{path}", headers=headers, timeout=10)
+
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"message", "error", "statusCode", "code"}
+    assert (body["error"], body["statusCode"], body["code"]) == (
+        response.reason,
+        status,
+        code,
+    )
+    assert body["message"].endswith("than the server accepts.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -138,7 +139,11 @@ def test_shared_across_processes_through_redis(
     [("memory", 401, True), ("open", 401, False), ("closed", 503, False)],
 )
 def test_unreachable_redis_follows_the_policy(
-    database_url: str, policy: str, status: int, has_headers: bool
+    database_url: str,
+    policy: str,
+    status: int,
+    has_headers: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     app = make_app(
@@ -163,6 +168,11 @@ def test_unreachable_redis_follows_the_policy(
         assert statuses == [401, 401, 429]
     if policy == "closed":
         assert response.get_json()["code"] == "rate_limit_unavailable"
+
+    # Once per outage; an error only when requests are refused.
+    [outage] = [r for r in caplog.records if "storage failed" in r.getMessage()]
+    expected = logging.ERROR if policy == "closed" else logging.WARNING
+    assert outage.levelno == expected
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,17 +11,18 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from partner_api import auth, requestid
+from partner_api import auth, logs, requestid, security
 from partner_api import config as app_config
 from partner_api.errors import register_error_handlers
-from partner_api.extensions import db, migrate, rate_limiter
+from partner_api.extensions import db, metrics, migrate, rate_limiter
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 
 
 def create_app(settings: Mapping[str, str] | None = None) -> Flask:
     """Build the app. `settings` stand in for environment variables."""
-    app = Flask(__name__)
+    # No /static route: the docs page serves its few files itself.
+    app = Flask(__name__, static_folder=None)
     configure(app, settings)
     configure_logging(app)
     init_extensions(app)
@@ -48,21 +48,19 @@ def configure(app: Flask, settings: Mapping[str, str] | None) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    logger = logging.getLogger("partner_api")
-    logger.setLevel(app.config["LOG_LEVEL"])
-    if not logging.getLogger().handlers and not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-        logger.addHandler(handler)
+    logs.configure(app)
 
 
 def init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
+    # The request log goes first: its timer then starts right after the
+    # request id is assigned, and its line is written after every other hook.
+    logs.init_app(app)
     requestid.init_app(app)
+    security.init_app(app)
     rate_limiter.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
 
     with app.app_context():
@@ -71,9 +69,12 @@ def init_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from partner_api import health, v1
+    from partner_api import docs, health, v1
+    from partner_api.metrics import bp as metrics_bp
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics_bp)
+    app.register_blueprint(docs.bp)
     app.register_blueprint(v1.bp)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,10 @@ from limits.strategies import STRATEGIES
 STORAGE_ERROR_POLICIES = ("memory", "open", "closed")
 # "per 0 minutes" parses as one minute in limits; refuse a zero multiple.
 MULTIPLE = re.compile(r"(?:per|/)\s*(?:[1-9]\d*\s*)?[a-z]+\s*\Z", re.IGNORECASE)
+
+LOOPBACK = "127.0.0.0/8,::1/128"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(RuntimeError):
@@ -63,6 +68,20 @@ def _limit(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[Network, ...]:
+    value = env.get(name, "").strip() or default
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in value.split(",")
+            if part.strip()
+        )
+    except ValueError as error:
+        raise ConfigError(
+            f"{name} must list networks such as {default}: {error}"
+        ) from None
+
+
 def _database_url(env: Mapping[str, str], instance_path: str) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if not url:
@@ -76,7 +95,7 @@ def _database_url(env: Mapping[str, str], instance_path: str) -> str:
     return url
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _engine_options(url: str, statement_timeout_ms: int) -> dict[str, Any]:
     # Statement parameters hold emails, names and password hashes: keep them
     # out of exception messages, and so out of every log.
     if url.startswith("sqlite"):
@@ -91,7 +110,7 @@ def _engine_options(url: str) -> dict[str, Any]:
         "pool_timeout": 5,
         "connect_args": {
             "connect_timeout": 3,
-            "options": "-c statement_timeout=10000",
+            "options": f"-c statement_timeout={statement_timeout_ms}",
         },
     }
 
@@ -99,11 +118,15 @@ def _engine_options(url: str) -> dict[str, Any]:
 def from_env(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
     """Build the Flask config mapping from environment variables."""
     database_url = _database_url(env, instance_path)
+    # Well under gunicorn's worker timeout (30 s), which would kill the worker.
+    statement_timeout_ms = _int(env, "DATABASE_STATEMENT_TIMEOUT_MS", 10_000, 1)
     rate_limit = _limit(env, "RATE_LIMIT", "100 per 15 minutes")
 
     return {
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url),
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(
+            database_url, statement_timeout_ms
+        ),
         "REDIS_URL": env.get("REDIS_URL", "").strip() or None,
         "RATE_LIMIT": rate_limit,
         "RATE_LIMIT_PER_KEY": _limit(env, "RATE_LIMIT_PER_KEY", "") or None,
@@ -119,6 +142,9 @@ def from_env(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "LOG_LEVEL": env.get("LOG_LEVEL", "").strip().upper() or "INFO",
         # OPTIONS gets the 405 envelope like any other unsupported method.
         "PROVIDE_AUTOMATIC_OPTIONS": False,
+        "METRICS_ALLOWED_NETWORKS": _networks(
+            env, "METRICS_ALLOWED_NETWORKS", LOOPBACK
+        ),
     }
 
 

@@ -4,6 +4,9 @@ Views and hooks raise :class:`APIError` (or let Werkzeug raise an
 ``HTTPException``); the handlers here turn either into::
 
     {"message": ..., "error": <reason phrase>, "statusCode": <int>, "code": ...}
+
+Server-side failures (5xx) add ``"requestId"``, the id in every log line of
+the request, for the client to quote when it reports the problem.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from flask import Flask, Response, jsonify
 from marshmallow import ValidationError
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
+
+from partner_api import requestid
 
 log = logging.getLogger("partner_api")
 
@@ -76,6 +81,11 @@ def envelope(
     }
     if details is not None:
         body["details"] = details
+
+    if status >= 500:
+        request_id = requestid.current()
+        if request_id is not None:
+            body["requestId"] = request_id
 
     response = jsonify(body)
     response.status_code = status

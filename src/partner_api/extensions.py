@@ -7,6 +7,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from partner_api.metrics import Metrics
 from partner_api.ratelimit import RateLimiter
 
 
@@ -33,3 +34,4 @@ else:
     Model = db.Model
 migrate = Migrate()
 rate_limiter = RateLimiter()
+metrics = Metrics()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,8 +49,13 @@ class LimitState:
         return max(1, math.ceil(self.reset - time.time()))
 
 
+# The published contract is public: reading it needs no key and costs no
+# budget (docs.py serves it).
+OPENAPI_PATH = "/v1/internal/openapi.json"
+
+
 def is_limited_path(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
+    return (path == "/v1" or path.startswith("/v1/")) and path != OPENAPI_PATH
 
 
 def describe(item: RateLimitItem) -> str:
@@ -73,6 +79,9 @@ class RateLimiter:
         self._fallback: Strategy | None = None
         self._policy = "memory"
         self._degraded_until = 0.0
+        # Called each time a storage error sends a request to the fallback
+        # policy (metrics count them).
+        self.on_fallback: list[Callable[[], None]] = []
 
     def init_app(self, app: Flask) -> None:
         config = app.config
@@ -86,6 +95,7 @@ class RateLimiter:
         self._primary = strategy(self.storage)
         self._fallback = strategy(MemoryStorage())
         self._degraded_until = 0.0
+        self.on_fallback = []
 
         app.before_request(self.check_request)
         app.after_request(self.add_headers)
@@ -210,15 +220,19 @@ class RateLimiter:
         return state, allowed
 
     def _enter_degraded(self, error: StorageError) -> None:
-        # Logged once per outage, not per request.
+        # Logged once per outage, not per request: a warning while requests
+        # are still served (memory, open), an error when they are refused.
         if not self._degraded_until:
-            log.error(
+            log.log(
+                logging.ERROR if self._policy == "closed" else logging.WARNING,
                 "rate-limit storage failed (%s); policy %r until it recovers",
                 type(error.storage_error).__name__,
                 self._policy,
             )
 
         self._degraded_until = time.monotonic() + RETRY_PRIMARY_SECONDS
+        for listener in self.on_fallback:
+            listener()
 
     def add_headers(self, response: Response) -> Response:
         """Tell the client its budget, on every counted response."""

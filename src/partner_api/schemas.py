@@ -19,6 +19,8 @@ from marshmallow import (
 )
 
 EMAIL_MAX = 254
+# The same rule as no_control_characters, for the published contract.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1F\x7F-\x9F]*$"
 
 
 def no_control_characters(value: str) -> None:
@@ -35,19 +37,27 @@ def no_control_characters(value: str) -> None:
 class Text(fields.String):
     """A string field that rejects control characters and overlong values."""
 
-    def __init__(self, max_length: int, min_length: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        max_length: int,
+        min_length: int | None = None,
+        documented: dict[str, str] | None = None,
+        **kwargs: Any,
+    ):
         validators: list[Callable[[str], Any]] = [
             validate.Length(min=min_length, max=max_length),
             no_control_characters,
         ]
-        super().__init__(validate=validators, **kwargs)
+        # What the published contract says about the value.
+        metadata = documented or {"pattern": NO_CONTROL_CHARACTERS}
+        super().__init__(validate=validators, metadata=metadata, **kwargs)
 
 
 class Email(Text):
     """An address, trimmed and checked for syntax only (no DNS), then normalized."""
 
     def __init__(self, **kwargs: Any):
-        super().__init__(EMAIL_MAX, **kwargs)
+        super().__init__(EMAIL_MAX, documented={"format": "email"}, **kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).strip()
@@ -100,19 +110,39 @@ class Timestamp(fields.Field[datetime]):
 class UserSchema(Schema):
     """A registered user as partners see it."""
 
-    id = fields.String()
-    email = fields.String()
-    first_name = fields.String(data_key="firstName")
-    last_name = fields.String(data_key="lastName")
-    external_id = fields.String(data_key="externalId")
-    referrer_id = fields.String(data_key="referrerId")
-    created_at = Timestamp(data_key="createdAt")
+    # Output only: `required` and `allow_none` describe what every response
+    # holds, for the published contract.
+    id = fields.String(required=True, metadata={"example": "usr_" + "0" * 32})
+    email = fields.String(required=True)
+    first_name = fields.String(data_key="firstName", required=True, allow_none=True)
+    last_name = fields.String(data_key="lastName", required=True, allow_none=True)
+    external_id = fields.String(data_key="externalId", required=True, allow_none=True)
+    referrer_id = fields.String(data_key="referrerId", required=True)
+    created_at = Timestamp(data_key="createdAt", required=True)
+
+
+class ReferralPageSchema(Schema):
+    """One page of referrals, newest first."""
+
+    data = fields.List(fields.Nested(UserSchema), required=True)
+    next_cursor = fields.String(
+        data_key="nextCursor",
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Pass as `cursor` for the next page; null at the end."
+        },
+    )
 
 
 class RateLimitSchema(Schema):
-    limit = fields.Integer()
-    remaining = fields.Integer()
-    reset = fields.Method("reset_epoch")
+    limit = fields.Integer(required=True)
+    remaining = fields.Integer(required=True)
+    reset = fields.Method(
+        "reset_epoch",
+        required=True,
+        metadata={"type": "integer", "description": "Epoch seconds."},
+    )
 
     def reset_epoch(self, state: Any) -> int:
         return math.ceil(float(state.reset))
@@ -121,14 +151,19 @@ class RateLimitSchema(Schema):
 class ApiKeySchema(Schema):
     """The calling key as its partner sees it: never the secret or its hash."""
 
-    id = fields.String(attribute="key_id")
-    name = fields.String()
-    prefix = fields.String(attribute="display_prefix")
-    owner_id = fields.String(data_key="ownerId")
-    created_at = Timestamp(data_key="createdAt")
-    expires_at = Timestamp(data_key="expiresAt")
-    status = fields.String()
-    rate_limit = fields.Nested(RateLimitSchema, data_key="rateLimit", allow_none=True)
+    id = fields.String(attribute="key_id", required=True)
+    name = fields.String(required=True)
+    prefix = fields.String(attribute="display_prefix", required=True)
+    owner_id = fields.String(data_key="ownerId", required=True)
+    created_at = Timestamp(data_key="createdAt", required=True)
+    expires_at = Timestamp(data_key="expiresAt", required=True, allow_none=True)
+    status = fields.String(
+        required=True,
+        metadata={"enum": ["active", "expiring", "expired", "revoked"]},
+    )
+    rate_limit = fields.Nested(
+        RateLimitSchema, data_key="rateLimit", required=True, allow_none=True
+    )
 
 
 class Instant(fields.AwareDateTime):
@@ -164,3 +199,53 @@ class ReferralSummarySchema(Schema):
 
     total = fields.Integer()
     last_30_days = fields.Integer(data_key="last30Days")
+
+
+class VersionSchema(Schema):
+    """The API version the key reached."""
+
+    version = fields.String(required=True, metadata={"example": "v1"})
+
+
+class HealthSchema(Schema):
+    """The process is alive."""
+
+    status = fields.String(required=True, metadata={"example": "ok"})
+
+
+class ReadinessSchema(Schema):
+    """Every dependency answered."""
+
+    status = fields.String(required=True, metadata={"example": "ready"})
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"example": {"database": "ok", "redis": "ok"}},
+    )
+
+
+class ErrorSchema(Schema):
+    """The envelope of every error (errors.envelope builds it)."""
+
+    message = fields.String(required=True, metadata={"description": "For people."})
+    error = fields.String(
+        required=True, metadata={"description": "The HTTP reason phrase."}
+    )
+    status_code = fields.Integer(
+        data_key="statusCode",
+        required=True,
+        metadata={"description": "Always the HTTP status."},
+    )
+    code = fields.String(
+        required=True, metadata={"description": "Stable, for programs."}
+    )
+    details = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Validation errors: reasons by field."},
+    )
+    request_id = fields.String(
+        data_key="requestId",
+        metadata={"description": "On 5xx: the request's id in our logs."},
+    )

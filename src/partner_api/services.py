@@ -17,7 +17,7 @@ from sqlalchemy.orm import contains_eager
 from partner_api import audit
 from partner_api.auth import Principal
 from partner_api.errors import APIError
-from partner_api.extensions import db
+from partner_api.extensions import db, metrics
 from partner_api.models import Referral, User, new_id, utcnow
 
 USER_ID = re.compile(r"\Ausr_[0-9a-f]{32}\Z")
@@ -111,6 +111,8 @@ def register_user(principal: Principal, data: dict[str, Any]) -> ReferredUser:
         _audit_registration(principal, conflict.code, None)
         db.session.commit()
         raise conflict from None
+
+    metrics.registrations.inc()
 
     return ReferredUser.of(referral)
 

@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from flask import g
 
+from partner_api.openapi import doc
 from partner_api.schemas import ApiKeySchema
 from partner_api.v1 import bp
 
@@ -13,6 +14,7 @@ key_schema = ApiKeySchema()
 
 
 @bp.get("/internal/key")
+@doc(response=ApiKeySchema)
 def get_key() -> dict[str, Any]:
     """The calling key's id, owner, dates, status and current rate-limit budget."""
     principal = g.principal

@@ -1,0 +1,179 @@
+"""Serving under gunicorn: graceful shutdown and stalled dependencies.
+
+Real gunicorn processes on PostgreSQL and Redis; what an operator's deploy
+or a locked table does to requests in flight.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from flask import Flask
+
+from tests.conftest import make_app, new_key
+from tests.live import Server
+
+USERS = "/v1/internal/users"
+BURST = 120
+
+
+@pytest.fixture
+def app(postgres_url: str, redis_url: str) -> Flask:
+    return make_app(postgres_url, redis_url)
+
+
+def serve(postgres_url: str, redis_url: str, **env: str) -> Server:
+    return Server(
+        {
+            "DATABASE_URL": postgres_url,
+            "REDIS_URL": redis_url,
+            "RATE_LIMIT": "100000 per minute",
+            **env,
+        },
+        workers=2,
+    )
+
+
+def burst_email(n: int) -> str:
+    return f"burst-{n}@example.com"
+
+
+def register(url: str, key: str, n: int) -> requests.Response:
+    """Registration n, with a password so each one keeps a worker busy."""
+    return requests.post(
+        f"{url}{USERS}",
+        json={"email": burst_email(n), "password": f"password-{n}"},
+        headers={"x-api-key": key, "Idempotency-Key": f"burst-{n}"},
+        timeout=30,
+    )
+
+
+def registered(postgres_url: str) -> dict[str, str]:
+    """email -> id of every user the burst created, read from the database."""
+    url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT email, id FROM users WHERE email LIKE 'burst-%'"
+        ).fetchall()
+
+    return {email: id_ for email, id_ in rows}
+
+
+def test_sigterm_during_a_burst_of_registrations_loses_and_duplicates_none(
+    app: Flask, postgres_url: str, redis_url: str
+) -> None:
+    key = new_key(app)["key"]
+    server = serve(postgres_url, redis_url)
+    answered = threading.Semaphore(0)
+    results: dict[int, requests.Response | Exception] = {}
+
+    def send(n: int) -> None:
+        try:
+            results[n] = register(server.url, key, n)
+        except requests.ConnectionError as error:
+            results[n] = error
+        answered.release()
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        for n in range(BURST):
+            pool.submit(send, n)
+        # A deploy arrives a quarter of the way through.
+        for _ in range(BURST // 4):
+            answered.acquire(timeout=30)
+        server.process.send_signal(signal.SIGTERM)
+        exit_code = server.process.wait(timeout=60)
+    log = server.stop()
+
+    responses = {n: r for n, r in results.items() if isinstance(r, requests.Response)}
+    refused = sorted(n for n, r in results.items() if isinstance(r, Exception))
+    assert exit_code == 0, log[-2000:]
+    assert "WORKER TIMEOUT" not in log and "SIGKILL" not in log
+    # Some requests were cut off by the shutdown; every one that was
+    # answered was answered in full, with the user it created.
+    assert len(responses) >= BURST // 4 and refused, (len(responses), refused)
+    assert {r.status_code for r in responses.values()} == {201}
+    in_database = registered(postgres_url)
+    for n, response in responses.items():
+        assert in_database[burst_email(n)] == response.json()["id"]
+
+    # The partner retries what got no answer, with the same keys, on the
+    # next deploy: each either registers now or replays what the first try
+    # did before the connection dropped. Nothing twice, nothing missing.
+    server = serve(postgres_url, redis_url)
+    try:
+        retries = {n: register(server.url, key, n) for n in refused}
+    finally:
+        server.stop()
+
+    assert {r.status_code for r in retries.values()} == {201}
+    in_database = registered(postgres_url)
+    assert sorted(in_database) == sorted(burst_email(n) for n in range(BURST))
+    for n, response in {**responses, **retries}.items():
+        assert in_database[burst_email(n)] == response.json()["id"]
+
+
+def test_a_stalled_database_is_a_503_not_a_killed_worker(
+    app: Flask, postgres_url: str, redis_url: str
+) -> None:
+    key = new_key(app)["key"]
+    headers = {"x-api-key": key}
+    # Statements give up after half a second; gunicorn kills after five.
+    server = serve(
+        postgres_url,
+        redis_url,
+        DATABASE_STATEMENT_TIMEOUT_MS="500",
+        WORKER_TIMEOUT="5",
+    )
+    url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        # Warm every worker's key cache, so only the users table is waited on.
+        for _ in range(10):
+            requests.get(f"{server.url}/v1/internal", headers=headers, timeout=5)
+        workers = sorted(server.worker_pids())
+
+        stalled: list[Any] = []
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            for path, method, body in (
+                (USERS, "POST", {"email": "stalled@example.com"}),
+                ("/v1/internal/referrals", "GET", None),
+            ):
+                started = time.monotonic()
+                response = requests.request(
+                    method,
+                    f"{server.url}{path}",
+                    json=body,
+                    headers=headers,
+                    timeout=10,
+                )
+                stalled.append((response, time.monotonic() - started))
+            holder.rollback()
+
+        after = requests.post(
+            f"{server.url}{USERS}",
+            json={"email": "stalled@example.com"},
+            headers=headers,
+            timeout=10,
+        )
+        workers_after = sorted(server.worker_pids())
+    finally:
+        log = server.stop()
+
+    for response, seconds in stalled:
+        assert response.status_code == 503, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        body = response.json()
+        assert (body["statusCode"], body["code"]) == (503, "database_unavailable")
+        assert body["requestId"] == response.headers["X-Request-ID"]
+        assert response.headers["Retry-After"] == "5"
+        assert seconds < 3
+    assert after.status_code == 201
+    assert workers_after == workers, log[-2000:]
+    assert "WORKER TIMEOUT" not in log
