@@ -6,7 +6,9 @@ sets the worker count.
 
 import glob
 import json
+import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,9 +30,30 @@ keepalive = 5
 # double the volume.
 accesslog = None
 errorlog = "-"
+# Keys whole or cut short, as partner_api.apikeys.LEAK_PATTERN matches them.
+# Importing the package here would import prometheus_client in the master
+# before on_starting below sets its multiprocess directory.
+LEAKED_KEY = re.compile(r"pak_(?:live|test)_[0-9A-Za-z_]*")
+
+
+class RedactKeys(logging.Filter):
+    """gunicorn quotes request lines and headers it cannot parse, and the URL
+    of a request that failed: a key a partner put there must not be logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "pak_" in message:
+            record.msg, record.args = LEAKED_KEY.sub("[redacted]", message), None
+
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = LEAKED_KEY.sub("[redacted]", text), None
+
+        return True
+
+
 # gunicorn's own lines (start, stop, worker timeouts) in the JSON shape of the
 # app's, on the same stream: the options mirror partner_api.logs.FORMAT.
-# Importing the app here would load it in the master before the fork.
 logconfig_dict = {
     "root": {"level": "WARNING", "handlers": []},
     "loggers": {
@@ -41,9 +64,11 @@ logconfig_dict = {
         "json": {
             "class": "logging.StreamHandler",
             "formatter": "json",
+            "filters": ["redact_keys"],
             "stream": "ext://sys.stdout",
         },
     },
+    "filters": {"redact_keys": {"()": RedactKeys}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -94,7 +119,11 @@ def write_json_error(sock: object, status_int: int, reason: str, mesg: str) -> N
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
+        # The headers partner_api.security puts on every other response.
         "X-Content-Type-Options: nosniff\r\n"
+        "X-Frame-Options: DENY\r\n"
+        "Referrer-Policy: no-referrer\r\n"
+        "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
         "Cache-Control: no-store\r\n"
         f"\r\n{body}"
     )

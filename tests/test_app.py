@@ -88,10 +88,14 @@ def test_request_id_is_kept_or_generated(app: Flask) -> None:
 
     kept = client.get("/v1/internal", headers={"X-Request-ID": "req-42.abc"})
     replaced = client.get("/v1/internal", headers={"X-Request-ID": "bad id\u00e9"})
+    # A key pasted into the wrong header must not be echoed, logged or stored.
+    key = apikeys.generate().plaintext
+    not_a_key = client.get("/healthz", headers={"X-Request-ID": key})
     generated = client.get("/healthz")
 
     assert kept.headers["X-Request-ID"] == "req-42.abc"
     assert replaced.headers["X-Request-ID"] != "bad id\u00e9"
+    assert "pak_" not in not_a_key.headers["X-Request-ID"]
     assert len(generated.headers["X-Request-ID"]) == 32
 
 

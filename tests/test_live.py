@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,7 @@ import pytest
 import requests
 from flask import Flask
 
+from partner_api import apikeys
 from tests.conftest import new_key
 from tests.live import Server
 
@@ -215,3 +217,63 @@ def test_requests_gunicorn_refuses_still_get_the_envelope(
         code,
     )
     assert body["message"].endswith("than the server accepts.")
+
+
+def raw_exchange(server: Server, request: bytes) -> bytes:
+    """Send bytes no HTTP client would, and read the answer to the end."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXY0\r\n\r\n", b"10\r\nabc"],
+    ids=["bad-size", "no-terminator", "cut-short"],
+)
+def test_a_malformed_chunked_body_is_a_400(
+    app: Flask, server: Server, body: bytes
+) -> None:
+    key = new_key(app)["key"]
+    head = (
+        f"POST {USERS} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+    answer = raw_exchange(server, head.encode() + body)
+
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 BAD REQUEST", answer[:500]
+    envelope = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert (envelope["statusCode"], envelope["code"]) == (400, "malformed_body")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # A raw byte gunicorn refuses, in a query string that carries a key.
+        b"GET /v1/internal?api_key=%s&x=\xe9 HTTP/1.1\r\nHost: h\r\n\r\n",
+        # A space in the target makes the line unparseable; gunicorn quotes it.
+        b"GET /v1/internal?note=a %s HTTP/1.1\r\nHost: h\r\n\r\n",
+        # A header line without its colon, quoted back as well.
+        b"GET /v1/internal HTTP/1.1\r\nHost: h\r\nx-api-key %s\r\n\r\n",
+    ],
+    ids=["bad-byte", "bad-version", "bad-header"],
+)
+def test_requests_gunicorn_cannot_parse_leave_no_key_in_its_log(
+    app: Flask, server: Server, template: bytes
+) -> None:
+    key = new_key(app)["key"]
+
+    answer = raw_exchange(server, template.replace(b"%s", key.encode()))
+    log = server.stop()
+
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"X-Frame-Options: DENY" in answer
+    assert "Invalid" in log and "[redacted]" in log, log[-2000:]
+    assert key not in log and apikeys.key_id_of(key) + "_" not in log

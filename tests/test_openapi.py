@@ -110,6 +110,7 @@ def test_key_scheme_errors_and_headers(plain: Flask) -> None:
                 "empty_body",
                 "malformed_json",
                 "invalid_body",
+                "malformed_body",
                 "invalid_idempotency_key",
             ],
         ),

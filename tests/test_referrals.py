@@ -93,6 +93,21 @@ def test_empty_listing(client: FlaskClient, auth: dict[str, str]) -> None:
         # A well-formed position whose id this API never issues.
         {"cursor": "MjAyNi0wMS0wMVQwMDowMDowMHx1c3JfAA"},
         {"offset": "10"},
+        # "2026-01-01T00:00:00+00:00|usr_" + 32 zeros: the API writes no zone.
+        {
+            "cursor": "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHx1c3JfMDAwMDAwMDAwMDAwMD"
+            "AwMDAwMDAwMDAwMDAwMDAwMDAwMDA"
+        },
+        {
+            "createdBefore": "2026-06-01T00:00:00Z",
+            "cursor": "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHx1c3JfMDAwMDAwMDAwMDAwMD"
+            "AwMDAwMDAwMDAwMDAwMDAwMDAwMDA",
+        },
+        {"limit": "+5"},
+        {"limit": "1_0"},
+        {"limit": "\u0665"},
+        {"limit": ["1", "abc"]},
+        {"limit": ["5", "5"]},
     ],
 )
 def test_bad_limit_or_cursor_is_400(

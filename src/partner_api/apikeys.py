@@ -23,6 +23,9 @@ ID_LENGTH = 12
 SECRET_LENGTH = 32
 CHECKSUM_LENGTH = 6
 KEY_PATTERN = re.compile(r"\Apak_(live|test)_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\Z")
+# Anything that starts like a key, whole or cut short: what no log line, echoed
+# header or stored record may hold. (gunicorn.conf.py repeats it.)
+LEAK_PATTERN = re.compile(r"pak_(?:live|test)_[0-9A-Za-z_]*")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,11 @@ def is_well_formed(candidate: str) -> bool:
     body, checksum = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
 
     return secrets.compare_digest(_checksum(body), checksum)
+
+
+def redact(text: str) -> str:
+    """`text` with everything that looks like a key replaced."""
+    return LEAK_PATTERN.sub("[redacted]", text)
 
 
 def key_id_of(plaintext: str) -> str:

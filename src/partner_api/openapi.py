@@ -43,7 +43,13 @@ ATTRIBUTE = "__openapi__"
 
 # Error codes that routes meet without raising them in their view.
 BODY_ERRORS = {
-    400: ["validation_failed", "empty_body", "malformed_json", "invalid_body"],
+    400: [
+        "validation_failed",
+        "empty_body",
+        "malformed_json",
+        "invalid_body",
+        "malformed_body",
+    ],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
 }

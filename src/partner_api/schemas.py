@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -178,13 +179,25 @@ class Instant(fields.AwareDateTime):
             raise ValidationError("Not a time this API can represent.") from None
 
 
+class PageSize(fields.Integer):
+    """A query-string count in plain ASCII digits: no sign, "_" or other scripts."""
+
+    DIGITS = re.compile(r"[0-9]{1,9}")
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and not self.DIGITS.fullmatch(value):
+            raise self.make_error("invalid")
+
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class ReferralQuerySchema(Schema):
     """Query string of ``GET /v1/internal/referrals``: page, cursor, filters."""
 
     class Meta:
         unknown = RAISE
 
-    limit = fields.Integer(
+    limit = PageSize(
         load_default=20, validate=validate.Range(min=1, max=100), strict=False
     )
     cursor = fields.String(load_default=None)
@@ -192,6 +205,22 @@ class ReferralQuerySchema(Schema):
     created_before = Instant(data_key="createdBefore", load_default=None)
     external_id = Text(128, min_length=1, data_key="externalId", load_default=None)
     email = Email(load_default=None)
+
+    @pre_load
+    def each_parameter_once(self, data: Any, **kwargs: Any) -> Any:
+        # A query string can repeat a name; only the first value would be read,
+        # so the rest would be checked by nobody.
+        listed = getattr(data, "listvalues", None)
+        if listed is not None:
+            repeated = [
+                k for k, v in zip(data.keys(), listed(), strict=True) if len(v) > 1
+            ]
+            if repeated:
+                raise ValidationError(
+                    {name: ["Give this parameter once."] for name in repeated}
+                )
+
+        return data
 
 
 class ReferralSummarySchema(Schema):

@@ -177,7 +177,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
     # Only what encode_cursor writes is accepted (no week dates, no zones), and
     # only our own ids reach the query: PostgreSQL would fail on a NUL.
-    if created_at.isoformat() != created or not USER_ID.match(user_id):
+    if (
+        created_at.tzinfo is not None
+        or created_at.isoformat() != created
+        or not USER_ID.match(user_id)
+    ):
         raise invalid
 
     return created_at, user_id

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
+from gunicorn.http.errors import ParseException
 from marshmallow import Schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -54,7 +55,18 @@ def read_body() -> bytes:
     stream = request.environ["wsgi.input"]
     chunks, size = [], 0
     while size <= limit:
-        chunk = stream.read(limit + 1 - size)
+        try:
+            chunk = stream.read(limit + 1 - size)
+        except (OSError, ParseException):
+            # The server's chunk decoder found a bad size line or a missing
+            # terminator (gunicorn's ParseException, Werkzeug's OSError), or
+            # the client hung up mid-body (OSError from both).
+            raise APIError(
+                400,
+                "malformed_body",
+                "The chunked request body is not well-formed or was cut short.",
+            ) from None
+
         if not chunk:
             break
 
