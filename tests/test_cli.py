@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskCliRunner
@@ -117,3 +121,30 @@ def test_revoke_says_so_when_redis_cannot_be_told(
     with cut_off.app_context():
         row = db.session.get(ApiKey, key["id"])
         assert row is not None and row.revoked_at is not None
+
+
+def test_json_output_stays_parseable_when_the_command_logs(tmp_path: Path) -> None:
+    """The real console script, without Redis: it warns, on stderr only."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+        "REDIS_URL": "",
+    }
+    command = str(Path(sys.executable).parent / "partner-api")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [command, *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert run("db", "upgrade").returncode == 0
+    created = run("keys", "create", "--owner", "cli@example.com", "--json")
+    listing = run("keys", "list", "--json")
+
+    assert created.returncode == listing.returncode == 0, created.stderr
+    assert apikeys.is_well_formed(json.loads(created.stdout)["key"])
+    assert [row["id"] for row in json.loads(listing.stdout)] == [
+        json.loads(created.stdout)["id"]
+    ]
+    warning = json.loads(created.stderr.splitlines()[0])
+    assert warning["level"] == "WARNING" and "REDIS_URL" in warning["message"]

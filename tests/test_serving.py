@@ -16,9 +16,11 @@ import psycopg
 import pytest
 import requests
 from flask import Flask
+from sqlalchemy.engine import make_url
 
 from tests.conftest import make_app, new_key
 from tests.live import Server
+from tests.proxy import FreezableProxy
 
 USERS = "/v1/internal/users"
 BURST = 120
@@ -175,5 +177,50 @@ def test_a_stalled_database_is_a_503_not_a_killed_worker(
         assert response.headers["Retry-After"] == "5"
         assert seconds < 3
     assert after.status_code == 201
+    assert workers_after == workers, log[-2000:]
+    assert "WORKER TIMEOUT" not in log
+
+
+def test_a_database_gone_silent_is_a_503_not_a_killed_worker(
+    app: Flask, postgres_url: str, redis_url: str
+) -> None:
+    """A server, pooler or network that stops answering on open connections."""
+    headers = {"x-api-key": new_key(app)["key"]}
+    url = make_url(postgres_url)
+    proxy = FreezableProxy((url.host or "127.0.0.1", url.port or 5432))
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port)
+    server = serve(
+        through_proxy.render_as_string(hide_password=False),
+        redis_url,
+        DATABASE_STATEMENT_TIMEOUT_MS="500",
+        WORKER_TIMEOUT="10",
+    )
+    try:
+        for _ in range(6):  # every worker holds a pooled connection
+            requests.get(f"{server.url}/v1/internal/referrals", headers=headers)
+        workers = sorted(server.worker_pids())
+
+        proxy.freeze()
+        started = time.monotonic()
+        silent = requests.get(
+            f"{server.url}/v1/internal/referrals", headers=headers, timeout=15
+        )
+        seconds = time.monotonic() - started
+        proxy.thaw()
+
+        after = requests.get(
+            f"{server.url}/v1/internal/referrals", headers=headers, timeout=10
+        )
+        workers_after = sorted(server.worker_pids())
+    finally:
+        log = server.stop()
+        proxy.close()
+
+    assert silent.status_code == 503, silent.text
+    assert silent.json()["code"] == "database_unavailable"
+    # The deadline (0.5 s + 2 s), then a new connection's timeout (3 s).
+    assert seconds < 7, seconds
+    assert "cutting it off" in log
+    assert after.status_code == 200
     assert workers_after == workers, log[-2000:]
     assert "WORKER TIMEOUT" not in log

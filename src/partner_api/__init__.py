@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from partner_api import auth, logs, requestid, security
+from partner_api import auth, logs, requestid, security, stalls
 from partner_api import config as app_config
 from partner_api.errors import register_error_handlers
 from partner_api.extensions import db, metrics, migrate, rate_limiter
@@ -19,12 +20,17 @@ from partner_api.extensions import db, metrics, migrate, rate_limiter
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 
 
-def create_app(settings: Mapping[str, str] | None = None) -> Flask:
-    """Build the app. `settings` stand in for environment variables."""
+def create_app(
+    settings: Mapping[str, str] | None = None, log_stream: TextIO | None = None
+) -> Flask:
+    """Build the app. `settings` stand in for environment variables.
+
+    Log lines go to `log_stream`, standard output unless told otherwise.
+    """
     # No /static route: the docs page serves its few files itself.
     app = Flask(__name__, static_folder=None)
     configure(app, settings)
-    configure_logging(app)
+    configure_logging(app, log_stream or sys.stdout)
     init_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -47,8 +53,8 @@ def configure(app: Flask, settings: Mapping[str, str] | None) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
 
 
-def configure_logging(app: Flask) -> None:
-    logs.configure(app)
+def configure_logging(app: Flask, stream: TextIO) -> None:
+    logs.configure(app, stream)
 
 
 def init_extensions(app: Flask) -> None:
@@ -66,6 +72,9 @@ def init_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
+        else:
+            timeout_ms = app.config["DATABASE_STATEMENT_TIMEOUT_MS"]
+            stalls.watchdog.watch(db.engine, timeout_ms / 1000)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 from email_validator import EmailNotValidError, validate_email
+from flask import Flask
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import or_, select
 
@@ -24,7 +26,13 @@ DEMO_OWNER = "demo-partner@example.com"
 DURATION = re.compile(r"\A(\d+)([mhd])\Z")
 
 
-@click.group(cls=FlaskGroup, create_app=create_app)
+def create_cli_app() -> Flask:
+    """The app for commands: their output (one JSON object with --json) owns
+    standard output, so log lines go to standard error."""
+    return create_app(log_stream=sys.stderr)
+
+
+@click.group(cls=FlaskGroup, create_app=create_cli_app)
 def main() -> None:
     """Partner API: serve, migrate (`db upgrade`), manage API keys, housekeeping."""
 
@@ -123,7 +131,7 @@ def _announce(key_id: str, change: str) -> None:
         raise click.ClickException(
             f"key {key_id} is {change} in the database, but Redis could not be "
             "told: workers may accept it until their key cache expires "
-            "(KEY_CACHE_SECONDS)"
+            "(KEY_CACHE_SECONDS); run this again once Redis answers"
         )
 
 

@@ -127,6 +127,7 @@ def from_env(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(
             database_url, statement_timeout_ms
         ),
+        "DATABASE_STATEMENT_TIMEOUT_MS": statement_timeout_ms,
         "REDIS_URL": env.get("REDIS_URL", "").strip() or None,
         "RATE_LIMIT": rate_limit,
         "RATE_LIMIT_PER_KEY": _limit(env, "RATE_LIMIT_PER_KEY", "") or None,

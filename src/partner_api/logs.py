@@ -9,12 +9,13 @@ id; never a header, a body or a key.
 from __future__ import annotations
 
 import logging
-import re
-import sys
 import time
+from typing import TextIO
 
 from flask import Flask, Response, g, has_app_context, request
 from pythonjsonlogger.json import JsonFormatter
+
+from partner_api import apikeys
 
 LOGGER = "partner_api"
 log = logging.getLogger(LOGGER)
@@ -27,9 +28,6 @@ FORMAT = {
     "rename_fields": {"levelname": "level", "name": "logger"},
     "timestamp": "time",
 }
-
-# A key pasted into a URL by mistake must not reach the log with the path.
-_KEY_IN_PATH = re.compile(r"pak_(?:live|test)_[0-9A-Za-z_]+")
 
 
 class RequestIdFilter(logging.Filter):
@@ -47,13 +45,13 @@ class RequestIdFilter(logging.Filter):
 _request_id_filter = RequestIdFilter()
 
 
-def configure(app: Flask) -> None:
-    """Level, request ids, and a JSON handler unless the host set up logging."""
+def configure(app: Flask, stream: TextIO) -> None:
+    """Level, request ids, and a JSON handler on `stream` unless logging is set up."""
     log.setLevel(app.config["LOG_LEVEL"])
     # One shared filter: addFilter ignores it when a second app adds it again.
     log.addFilter(_request_id_filter)
     if not logging.getLogger().handlers and not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = logging.StreamHandler(stream)
         handler.setFormatter(JsonFormatter(**FORMAT))  # type: ignore[arg-type]
         log.addHandler(handler)
 
@@ -70,8 +68,9 @@ def log_request(response: Response) -> Response:
     started = g.get("started")
     duration_ms = (time.perf_counter() - started) * 1000 if started else None
     path = request.path
+    # A key pasted into a URL by mistake must not reach the log with the path.
     if "pak_" in path:
-        path = _KEY_IN_PATH.sub("[redacted]", path)
+        path = apikeys.redact(path)
 
     principal = g.get("principal")
     log.info(
