@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import pytest
@@ -192,3 +193,30 @@ def test_unreachable_redis_follows_the_policy(
 def test_bad_settings_stop_the_start(database_url: str, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         make_app(database_url, None, **{name: value})
+
+
+def test_one_round_trip_counts_as_limits_itself_would(
+    database_url: str, redis_url: str
+) -> None:
+    """The combined Redis script and limits' own reader see the same window."""
+    app = make_app(database_url, redis_url, RATE_LIMIT="3 per minute")
+    client = app.test_client()
+    limiter = app.extensions["partner_api.rate_limiter"]
+
+    responses = [client.get(ROOT) for _ in range(4)]
+    with app.test_request_context():
+        state = limiter.state_for("ip", "127.0.0.1")  # limits' get_window_stats
+
+    assert limiter._one_trip is not None
+    assert [r.status_code for r in responses] == [401, 401, 401, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in responses] == [
+        "2",
+        "1",
+        "0",
+        "0",
+    ]
+    assert state is not None and state.remaining == 0
+    # Both put the reset at the first hit plus the window.
+    resets = {r.headers["X-RateLimit-Reset"] for r in responses}
+    assert resets == {str(math.ceil(state.reset))}
+    assert 59 <= state.reset - time.time() <= 60

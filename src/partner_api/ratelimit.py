@@ -19,7 +19,7 @@ from typing import Any, cast
 from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_string
 from limits.strategies import STRATEGIES
 from limits.strategies import RateLimiter as Strategy
 
@@ -33,6 +33,39 @@ RETRY_PRIMARY_SECONDS = 2.0
 # Bump the version when the layout of counters changes, so that a new release
 # never reads a counter that an older one wrote.
 KEY_PREFIX = "partner_api:rl:v1"
+
+# What limits does for a moving window in two round trips (acquire_entry,
+# then get_moving_window) in one, on limits' own layout so that either reads
+# what the other wrote: a list of hit timestamps, newest first, at most
+# `limit` long. Returns {acquired, hits in the window, oldest hit in it}.
+ACQUIRE_AND_COUNT = b"""
+local now, limit, expiry = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local start = now - expiry
+local acquired = 0
+local last = redis.call('lindex', KEYS[1], limit - 1)
+if not (last and tonumber(last) >= start) then
+    redis.call('lpush', KEYS[1], ARGV[1])
+    redis.call('ltrim', KEYS[1], 0, limit - 1)
+    redis.call('expire', KEYS[1], expiry)
+    acquired = 1
+end
+
+local low, high, oldest = 0, limit - 1, nil
+while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local hit = tonumber(redis.call('lindex', KEYS[1], mid))
+    if hit and hit >= start then
+        oldest, low = mid, mid + 1
+    else
+        high = mid - 1
+    end
+end
+
+if oldest == nil then
+    return {acquired, 0, ARGV[1]}
+end
+return {acquired, oldest + 1, redis.call('lindex', KEYS[1], oldest)}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +112,7 @@ class RateLimiter:
         self._fallback: Strategy | None = None
         self._policy = "memory"
         self._degraded_until = 0.0
+        self._one_trip: Any | None = None
         # Called each time a storage error sends a request to the fallback
         # policy (metrics count them).
         self.on_fallback: list[Callable[[], None]] = []
@@ -96,6 +130,13 @@ class RateLimiter:
         self._fallback = strategy(MemoryStorage())
         self._degraded_until = 0.0
         self.on_fallback = []
+        self._one_trip = None
+        if (
+            isinstance(self.storage, RedisStorage)
+            and strategy is STRATEGIES["moving-window"]
+        ):
+            connection = self.storage.get_connection()
+            self._one_trip = connection.register_script(ACQUIRE_AND_COUNT)
 
         app.before_request(self.check_request)
         app.after_request(self.add_headers)
@@ -207,8 +248,12 @@ class RateLimiter:
     def _count(
         self, strategy: Strategy, item: RateLimitItem, scope: str, identity: str
     ) -> tuple[LimitState, bool]:
-        allowed = strategy.hit(item, scope, identity)
-        reset, remaining = strategy.get_window_stats(item, scope, identity)
+        if strategy is self._primary and self._one_trip is not None:
+            allowed, reset, remaining = self._acquire_and_count(item, scope, identity)
+        else:
+            allowed = strategy.hit(item, scope, identity)
+            reset, remaining = strategy.get_window_stats(item, scope, identity)
+
         if self._degraded_until and strategy is self._primary:
             self._degraded_until = 0.0
             log.info("rate-limit storage is reachable again; counts are shared")
@@ -218,6 +263,22 @@ class RateLimiter:
             policy, item.amount, max(0, remaining), reset, item.get_expiry()
         )
         return state, allowed
+
+    def _acquire_and_count(
+        self, item: RateLimitItem, scope: str, identity: str
+    ) -> tuple[bool, float, int]:
+        """A moving-window hit and the window after it, in one Redis call."""
+        storage = cast(RedisStorage, self.storage)
+        key = storage.prefixed_key(item.key_for(scope, identity))
+        expiry = item.get_expiry()
+        try:
+            acquired, hits, oldest = self._one_trip(  # type: ignore[misc]
+                keys=[key], args=[repr(time.time()), item.amount, expiry]
+            )
+        except storage.base_exceptions as error:
+            raise StorageError(error) from error
+
+        return bool(acquired), float(oldest) + expiry, item.amount - int(hits)
 
     def _enter_degraded(self, error: StorageError) -> None:
         # Logged once per outage, not per request: a warning while requests
