@@ -34,16 +34,20 @@ errorlog = "-"
 # Importing the package here would import prometheus_client in the master
 # before on_starting below sets its multiprocess directory.
 LEAKED_KEY = re.compile(r"pak_(?:live|test)_[0-9A-Za-z_]*")
+# A query string may hold other secrets (a password a client put in the URL);
+# the app's own request line leaves it out, and so does this.
+QUERY = re.compile(r"\?[^\s'\"]+")
 
 
 class RedactKeys(logging.Filter):
     """gunicorn quotes request lines and headers it cannot parse, and the URL
-    of a request that failed: a key a partner put there must not be logged."""
+    of a request that failed: a key or query string there must not be logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "pak_" in message:
-            record.msg, record.args = LEAKED_KEY.sub("[redacted]", message), None
+        if "pak_" in message or "?" in message:
+            message = QUERY.sub("?[redacted]", LEAKED_KEY.sub("[redacted]", message))
+            record.msg, record.args = message, None
 
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)

@@ -148,3 +148,21 @@ def test_json_output_stays_parseable_when_the_command_logs(tmp_path: Path) -> No
     ]
     warning = json.loads(created.stderr.splitlines()[0])
     assert warning["level"] == "WARNING" and "REDIS_URL" in warning["message"]
+
+
+def test_a_whole_key_may_stand_for_its_id_and_is_never_echoed(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    key = new_key(app)
+    typo = key["key"][:-1] + ("A" if key["key"][-1] != "A" else "B")
+
+    revoked = runner.invoke(args=["keys", "revoke", key["key"], "--json"])
+    unknown = runner.invoke(args=["keys", "show", typo])
+
+    assert revoked.exit_code == 0, revoked.output
+    assert json.loads(revoked.output)["id"] == key["id"]
+    with app.app_context():
+        row = db.session.get(ApiKey, key["id"])
+        assert row is not None and row.revoked_at is not None
+    assert unknown.exit_code != 0
+    assert typo not in unknown.output and "[redacted]" in unknown.output

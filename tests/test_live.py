@@ -257,7 +257,8 @@ def test_a_malformed_chunked_body_is_a_400(
     "template",
     [
         # A raw byte gunicorn refuses, in a query string that carries a key.
-        b"GET /v1/internal?api_key=%s&x=\xe9 HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /v1/internal?api_key=%s&password=hunter2hunter2&x=\xe9 HTTP/1.1\r\n"
+        b"Host: h\r\n\r\n",
         # A space in the target makes the line unparseable; gunicorn quotes it.
         b"GET /v1/internal?note=a %s HTTP/1.1\r\nHost: h\r\n\r\n",
         # A header line without its colon, quoted back as well.
@@ -277,3 +278,4 @@ def test_requests_gunicorn_cannot_parse_leave_no_key_in_its_log(
     assert b"X-Frame-Options: DENY" in answer
     assert "Invalid" in log and "[redacted]" in log, log[-2000:]
     assert key not in log and apikeys.key_id_of(key) + "_" not in log
+    assert "hunter2" not in log

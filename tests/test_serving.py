@@ -16,8 +16,11 @@ import psycopg
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 
+from partner_api.stalls import MARGIN_SECONDS, REFUSE_SECONDS, StallWatchdog
 from tests.conftest import make_app, new_key
 from tests.live import Server
 from tests.proxy import FreezableProxy
@@ -181,20 +184,43 @@ def test_a_stalled_database_is_a_503_not_a_killed_worker(
     assert "WORKER TIMEOUT" not in log
 
 
+def through_proxy(
+    postgres_url: str, freeze_on: bytes | None = None
+) -> tuple[FreezableProxy, URL]:
+    """A relay to the test database, and the database URL that goes through it."""
+    url = make_url(postgres_url)
+    proxy = FreezableProxy((url.host or "127.0.0.1", url.port or 5432), freeze_on)
+
+    return proxy, url.set(host="127.0.0.1", port=proxy.port)
+
+
+def serve_through(proxied: URL, redis_url: str) -> Server:
+    """Statements give up after half a second; gunicorn kills after ten."""
+    return serve(
+        proxied.render_as_string(hide_password=False),
+        redis_url,
+        DATABASE_STATEMENT_TIMEOUT_MS="500",
+        WORKER_TIMEOUT="10",
+    )
+
+
+def assert_cut_off_not_killed(
+    silent: requests.Response, log: str, workers: list[int], after: list[int]
+) -> None:
+    assert silent.status_code == 503, silent.text
+    assert silent.json()["code"] == "database_unavailable"
+    assert "cutting it off" in log
+    assert after == workers, log[-2000:]
+    assert "WORKER TIMEOUT" not in log
+
+
 def test_a_database_gone_silent_is_a_503_not_a_killed_worker(
     app: Flask, postgres_url: str, redis_url: str
 ) -> None:
     """A server, pooler or network that stops answering on open connections."""
     headers = {"x-api-key": new_key(app)["key"]}
-    url = make_url(postgres_url)
-    proxy = FreezableProxy((url.host or "127.0.0.1", url.port or 5432))
-    through_proxy = url.set(host="127.0.0.1", port=proxy.port)
-    server = serve(
-        through_proxy.render_as_string(hide_password=False),
-        redis_url,
-        DATABASE_STATEMENT_TIMEOUT_MS="500",
-        WORKER_TIMEOUT="10",
-    )
+    proxy, proxied = through_proxy(postgres_url)
+    server = serve_through(proxied, redis_url)
     try:
         for _ in range(6):  # every worker holds a pooled connection
             requests.get(f"{server.url}/v1/internal/referrals", headers=headers)
@@ -207,6 +233,7 @@ def test_a_database_gone_silent_is_a_503_not_a_killed_worker(
         )
         seconds = time.monotonic() - started
         proxy.thaw()
+        time.sleep(REFUSE_SECONDS)  # the worker refuses statements meanwhile
 
         after = requests.get(
             f"{server.url}/v1/internal/referrals", headers=headers, timeout=10
@@ -216,11 +243,76 @@ def test_a_database_gone_silent_is_a_503_not_a_killed_worker(
         log = server.stop()
         proxy.close()
 
-    assert silent.status_code == 503, silent.text
-    assert silent.json()["code"] == "database_unavailable"
+    assert_cut_off_not_killed(silent, log, workers, workers_after)
     # The deadline (0.5 s + 2 s), then a new connection's timeout (3 s).
     assert seconds < 7, seconds
-    assert "cutting it off" in log
     assert after.status_code == 200
-    assert workers_after == workers, log[-2000:]
-    assert "WORKER TIMEOUT" not in log
+
+
+def test_a_first_connection_gone_silent_is_a_503_too(
+    app: Flask, postgres_url: str, redis_url: str
+) -> None:
+    """Silent during SQLAlchemy's own set-up queries on a worker's first connection.
+
+    That set-up holds a lock every later connection of the worker waits for,
+    so an unwatched stall there would wedge the worker until it is killed.
+    """
+    headers = {"x-api-key": new_key(app)["key"]}
+    # The first query SQLAlchemy sends on a new engine's first connection.
+    proxy, proxied = through_proxy(postgres_url, freeze_on=b"version()")
+    server = serve_through(proxied, redis_url)
+    try:
+        workers = sorted(server.worker_pids())
+        started = time.monotonic()
+        silent = requests.get(f"{server.url}/v1/internal", headers=headers, timeout=15)
+        seconds = time.monotonic() - started
+        proxy.thaw()
+        time.sleep(REFUSE_SECONDS)
+
+        after = [
+            requests.get(f"{server.url}/v1/internal", headers=headers, timeout=10)
+            for _ in range(6)
+        ]
+        workers_after = sorted(server.worker_pids())
+    finally:
+        log = server.stop()
+        proxy.close()
+
+    assert_cut_off_not_killed(silent, log, workers, workers_after)
+    assert seconds < 6, seconds
+    assert [r.status_code for r in after] == [200] * 6
+
+
+def test_after_a_cut_statements_fail_fast_for_a_while(postgres_url: str) -> None:
+    """One request must not meet one stall after another and add them up."""
+    proxy, proxied = through_proxy(postgres_url)
+    engine = create_engine(proxied, connect_args={"connect_timeout": 3})
+    StallWatchdog().watch(engine, statement_timeout_seconds=0.2)
+
+    def select(n: int) -> object:
+        with engine.connect() as connection:
+            return connection.execute(text(f"SELECT {n}")).scalar()
+
+    try:
+        assert select(1) == 1
+        proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            select(2)
+        cut_after = time.monotonic() - started
+        proxy.thaw()
+
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="went silent"):
+            select(3)
+        refused_after = time.monotonic() - started
+
+        time.sleep(REFUSE_SECONDS)
+        recovered = select(4)
+    finally:
+        engine.dispose()
+        proxy.close()
+
+    assert 0.2 + MARGIN_SECONDS <= cut_after < 0.2 + MARGIN_SECONDS + 1.5
+    assert refused_after < 0.5
+    assert recovered == 4

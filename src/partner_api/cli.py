@@ -60,9 +60,17 @@ def _owner(email: str) -> User:
 
 
 def _key(key_id: str) -> ApiKey:
-    row = db.session.get(ApiKey, key_id.strip())
+    """The key with this id; the whole key works too (pasting a leaked one)."""
+    text = key_id.strip()
+    if apikeys.is_well_formed(text):
+        row = db.session.scalar(
+            select(ApiKey).where(ApiKey.key_hash == apikeys.hash_key(text))
+        )
+    else:
+        row = db.session.get(ApiKey, text)
+
     if row is None:
-        raise click.ClickException(f"no API key with id {key_id!r}")
+        raise click.ClickException(f"no API key with id {apikeys.redact(text)!r}")
 
     return row
 

@@ -63,6 +63,16 @@ def parse_key(raw: str | None) -> str | None:
             f"{HEADER} must be 1 to 255 printable ASCII characters.",
         )
 
+    # Stored for a day and shown in no listing, but stored in plain text: an
+    # API key sent here by mistake must not be.
+    if "pak_" in raw:
+        raise APIError(
+            400,
+            "invalid_idempotency_key",
+            f"{HEADER} looks like an API key. Send a fresh random value, such "
+            "as a UUID, and the key in x-api-key only.",
+        )
+
     return raw
 
 

@@ -9,6 +9,10 @@ A connection still busy with the same command past its deadline (the
 statement timeout plus a margin) has its socket shut down: the waiting call
 fails at once as a lost connection, SQLAlchemy discards that connection,
 and the request gets the 503 envelope of an unreachable database.
+
+After a cut the process refuses new statements for a few seconds, so that
+one request cannot meet several stalls in a row (the pre-ping, then each
+statement) and add them up past gunicorn's worker timeout.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from typing import Any
 
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger("partner_api")
 
 # Past the statement timeout, the server itself should have answered.
 MARGIN_SECONDS = 2.0
 POLL_SECONDS = 0.25
+# As long as the 503 tells clients to wait (errors.handle_database_unavailable).
+REFUSE_SECONDS = 5.0
 
 
 @dataclass
@@ -49,20 +56,30 @@ class StallWatchdog:
             weakref.WeakKeyDictionary()
         )
         self._pid: int | None = None
+        self._refuse_until = 0.0
 
     def watch(self, engine: Engine, statement_timeout_seconds: float) -> None:
         deadline = statement_timeout_seconds + MARGIN_SECONDS
 
         def on_connect(dbapi_connection: Any, record: Any) -> None:
             with self._lock:
-                self._watched[dbapi_connection] = _Watched(deadline)
+                self._watched.setdefault(dbapi_connection, _Watched(deadline))
             self._start()
 
         def on_execute(connection: Any, *args: Any) -> None:
+            if time.monotonic() < self._refuse_until:
+                raise OperationalError(
+                    None, None, ConnectionError("the database went silent")
+                )
+
             watched = self._watched.get(connection.connection.dbapi_connection)
             if watched is not None:
                 watched.commands += 1
 
+        # The first connection of an engine runs SQLAlchemy's own set-up
+        # queries in "first_connect", before any "connect" listener, and holds
+        # a lock that every later connection waits for: watch it from there.
+        event.listen(engine, "first_connect", on_connect, insert=True)
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "before_cursor_execute", on_execute)
 
@@ -102,6 +119,7 @@ class StallWatchdog:
             stalled_for = now - state.busy[1]
             if stalled_for > state.deadline:
                 state.busy = None
+                self._refuse_until = time.monotonic() + REFUSE_SECONDS
                 self._cut(pgconn.socket, stalled_for)
 
     @staticmethod
