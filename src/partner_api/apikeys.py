@@ -80,6 +80,11 @@ def is_well_formed(candidate: str) -> bool:
     return secrets.compare_digest(_checksum(body), checksum)
 
 
+def holds_key(text: str) -> bool:
+    """True when `text` holds anything that starts like a key."""
+    return "pak_" in text and LEAK_PATTERN.search(text) is not None
+
+
 def redact(text: str) -> str:
     """`text` with everything that looks like a key replaced."""
     return LEAK_PATTERN.sub("[redacted]", text)

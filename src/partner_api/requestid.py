@@ -7,6 +7,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from partner_api import apikeys
+
 HEADER = "X-Request-ID"
 # Printable, no spaces, bounded: safe to echo and to write into logs.
 WELL_FORMED = re.compile(r"\A[A-Za-z0-9._:@/+=-]{1,128}\Z")
@@ -16,7 +18,7 @@ def assign() -> None:
     inbound = request.headers.get(HEADER, "")
     # The id is echoed, logged, stored in audit records and put in 5xx bodies:
     # a key sent here by mistake must go no further.
-    if WELL_FORMED.match(inbound) and "pak_" not in inbound:
+    if WELL_FORMED.match(inbound) and not apikeys.holds_key(inbound):
         g.request_id = inbound
     else:
         g.request_id = uuid.uuid4().hex
